@@ -1,0 +1,229 @@
+"""Dagster assets: thin glue over ``pipelines.loading`` and ``warehouse``.
+
+Each asset reads like its sentence: list workers, page reservations, upsert, refresh the
+summary days that changed, report the figures.
+"""
+
+
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipelines.loading import (
+    SyncFigures,
+    WorkersFailed,
+    list_workers_by_workspace,
+    load_reservations,
+    load_workers,
+    resolve_workspaces,
+)
+from pipelines.resources import TaskRouterResource, WarehouseResource
+from pipelines.settings import Settings
+from warehouse.schema import reservation_daily_status_counts as counts_table
+from warehouse.schema import reservations as reservations_table
+from warehouse.schema import workers as workers_table
+from warehouse.summary import SummaryRefresh, refresh_changed_days, refresh_range
+
+GROUP = "taskrouter"
+SUMMARY_KEY = dg.AssetKey("reservation_daily_status_counts")
+
+
+def table_schema(table: sa.Table) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, str(c.type.compile(dialect=sa.dialects.sqlite.dialect())).lower(),
+                           description=c.comment or "")
+            for c in table.columns
+        ]
+    )
+
+
+def count_rows(engine: Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def figures_metadata(figures: SyncFigures) -> dict[str, Any]:
+    return {
+        "inserted": figures.inserted,
+        "updated": figures.updated,
+        "unchanged": figures.unchanged,
+        "rejected": figures.rejected,
+        "rows_seen": figures.rows_seen,
+        "workspaces": figures.workspaces,
+        "workers": figures.workers,
+        "workers_skipped": len(figures.workers_skipped),
+        "workers_failed": len(figures.workers_failed),
+        "pages": figures.pages,
+        "requests": figures.requests,
+        "retries": figures.retries,
+        "seconds": round(figures.seconds, 3),
+        "rows_per_second": round(figures.rows_per_second, 1),
+    }
+
+
+def status_markdown(engine: Engine, first: date | None = None, last: date | None = None) -> str:
+    c = counts_table.c
+    query = sa.select(c.reservation_status, sa.func.sum(c.reservation_count)).group_by(
+        c.reservation_status
+    )
+    if first is not None and last is not None:
+        query = query.where(c.day >= first, c.day <= last)
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(c.reservation_status)).all()
+    lines = ["| status | reservations |", "|---|---:|"]
+    lines += [f"| {status} | {int(total)} |" for status, total in rows]
+    return "\n".join(lines)
+
+
+def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.DailyPartitionsDefinition]:
+    daily = dg.DailyPartitionsDefinition(
+        start_date=settings.summary_start_date,
+        timezone=settings.reporting_timezone,
+        end_offset=1,  # today is a partition too
+    )
+
+    @dg.asset(
+        group_name=GROUP,
+        kinds={"twilio", "sql"},
+        description="Every TaskRouter worker of the configured workspaces (table `workers`).",
+        metadata={"dagster/column_schema": table_schema(workers_table)},
+    )
+    def workers(
+        context: dg.AssetExecutionContext,
+        taskrouter: TaskRouterResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        with taskrouter.client() as client, warehouse.engine() as engine:
+            workspaces = resolve_workspaces(client, taskrouter.configured_workspaces())
+            figures, _ = load_workers(client, engine, workspaces)
+            total = count_rows(engine, workers_table)
+        context.log.info(f"workers: {figures.as_dict()}")
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": total, **figures_metadata(figures),
+                      "warehouse": warehouse.display_url()}
+        )
+
+    @dg.asset(
+        group_name=GROUP,
+        kinds={"twilio", "sql"},
+        deps=[workers],
+        description=(
+            "Every reservation of every worker, upserted on date_updated (table `reservations`). "
+            "Also refreshes the summary days its changes touched."
+        ),
+        metadata={"dagster/column_schema": table_schema(reservations_table)},
+    )
+    def reservations(
+        context: dg.AssetExecutionContext,
+        taskrouter: TaskRouterResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        with taskrouter.client() as client, warehouse.engine() as engine:
+            workspaces = resolve_workspaces(client, taskrouter.configured_workspaces())
+            listing = list_workers_by_workspace(client, workspaces)
+            figures = load_reservations(
+                client, engine, listing, batch_rows=settings.batch_rows, progress=context.log.info
+            )
+            refresh = refresh_changed_days(engine, warehouse.reporting_timezone)
+            record_summary_days(context, refresh, daily, engine)
+            total = count_rows(engine, reservations_table)
+        metadata = {
+            "dagster/row_count": total,
+            **figures_metadata(figures),
+            "days_refreshed": len(refresh.days),
+            "summary_rows": refresh.rows,
+            "reporting_timezone": refresh.zone,
+            "warehouse": warehouse.display_url(),
+        }
+        context.log.info(f"reservations: {figures.as_dict()}; summary days {len(refresh.days)}")
+        if figures.workers_skipped:
+            context.log.warning(
+                f"{len(figures.workers_skipped)} worker(s) vanished upstream and were skipped: "
+                + ", ".join(figures.workers_skipped[:20])
+            )
+        if figures.workers_failed:
+            context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
+            error = WorkersFailed(figures)
+            raise dg.Failure(description=str(error), metadata={
+                "workers_failed": dg.MetadataValue.json(figures.workers_failed[:500]),
+                **figures_metadata(figures),
+            })
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset(
+        group_name=GROUP,
+        kinds={"sql"},
+        deps=[reservations],
+        partitions_def=daily,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        description=(
+            "Reservations per day (of date_created in REPORTING_TIMEZONE), workspace, worker and "
+            "status (table `reservation_daily_status_counts`). Syncs refresh changed days; a "
+            "backfill recomputes its whole range in one run."
+        ),
+        metadata={"dagster/column_schema": table_schema(counts_table)},
+    )
+    def reservation_daily_status_counts(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        key_range = context.partition_key_range
+        first, last = date.fromisoformat(key_range.start), date.fromisoformat(key_range.end)
+        with warehouse.engine() as engine:
+            refresh = refresh_range(engine, first, last, warehouse.reporting_timezone)
+            table = status_markdown(engine, first, last)
+        context.log.info(
+            f"summary {first}..{last}: {len(refresh.days)} day(s), {refresh.rows} row(s)"
+            + (" (zone changed: rebuilt every day)" if refresh.rebuilt else "")
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": refresh.rows,
+                "days_refreshed": len(refresh.days),
+                "first_day": str(first),
+                "last_day": str(last),
+                "reporting_timezone": refresh.zone,
+                "counts_by_status": dg.MetadataValue.md(table),
+            }
+        )
+
+    return [workers, reservations, reservation_daily_status_counts], daily
+
+
+def record_summary_days(
+    context: dg.AssetExecutionContext,
+    refresh: SummaryRefresh,
+    daily: dg.DailyPartitionsDefinition,
+    engine: Engine,
+) -> None:
+    """Tell Dagster which summary partitions the sync's refresh just rewrote.
+
+    Days outside the partitions definition are still refreshed in the table; they simply have
+    no partition to record.
+    """
+    if not refresh.days:
+        return
+    valid = set(daily.get_partition_keys())
+    c = counts_table.c
+    with engine.connect() as conn:
+        per_day = dict(
+            conn.execute(
+                sa.select(c.day, sa.func.count())
+                .where(c.day.in_(refresh.days))
+                .group_by(c.day)
+            ).all()
+        )
+    for day in refresh.days:
+        key = day.isoformat()
+        if key in valid:
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=SUMMARY_KEY,
+                    partition=key,
+                    metadata={"dagster/row_count": int(per_day.get(day, 0)),
+                              "refreshed_by": "taskrouter_sync"},
+                )
+            )

@@ -1,0 +1,61 @@
+"""The one ``Definitions`` object: everything Dagster sees is listed here.
+
+Optional settings take their defaults here, at load time; secrets (Twilio credentials and the
+warehouse URL, which may hold a password) are passed as ``dg.EnvVar`` only when set, because
+an unset ``EnvVar`` fails at launch while a missing credential should fail with our message.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from pipelines.assets import build_assets
+from pipelines.resources import TaskRouterResource, WarehouseResource
+from pipelines.schedules import build_sync_job, build_sync_schedule
+from pipelines.settings import load_settings
+from warehouse.engine import DEFAULT_WAREHOUSE_URL
+
+
+def _env_or_none(name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if os.environ.get(name, "").strip() else None
+
+
+def build_definitions() -> dg.Definitions:
+    settings = load_settings()
+    assets, _daily = build_assets(settings)
+    sync_job = build_sync_job()
+    schedule = build_sync_schedule(
+        sync_job,
+        settings.sync_cron,
+        running=os.environ.get("SYNC_SCHEDULE_RUNNING", "").strip() in ("1", "true", "yes"),
+    )
+    taskrouter = TaskRouterResource(
+        account_sid=_env_or_none("TWILIO_ACCOUNT_SID"),
+        auth_token=_env_or_none("TWILIO_AUTH_TOKEN"),
+        api_key_sid=_env_or_none("TWILIO_API_KEY_SID"),
+        api_key_secret=_env_or_none("TWILIO_API_KEY_SECRET"),
+        base_url=settings.base_url,
+        workspace_sids=settings.workspace_sids,
+        page_size=settings.page_size,
+        concurrency=settings.concurrency,
+        requests_per_second=settings.requests_per_second,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+        max_attempts=settings.max_attempts,
+    )
+    warehouse = WarehouseResource(
+        url=_env_or_none("WAREHOUSE_URL") or DEFAULT_WAREHOUSE_URL,
+        reporting_timezone=settings.reporting_timezone,
+        auto_migrate=settings.auto_migrate,
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[sync_job],
+        schedules=[schedule],
+        resources={"taskrouter": taskrouter, "warehouse": warehouse},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,203 @@
+"""The sync itself, as plain functions: list workers, page reservations, upsert, report.
+
+No Dagster here, so the Dagster assets, the headless ``make sync``, the demo and the
+benchmarks all run exactly this code path. The TaskRouter client fetches workers' pages on a
+bounded thread pool while this thread normalizes and upserts, in batches of a few thousand
+rows, each committed on its own: memory stays flat as the number of workers grows, and a
+failure loses nothing that was already committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from pipelines.taskrouter import TaskRouterClient, WorkerRead
+from warehouse.normalize import Rejected, normalize_reservations, normalize_workers
+from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH_ROWS = 20_000
+PROGRESS_EVERY_S = 5.0
+
+
+@dataclass
+class SyncFigures:
+    """What one sync did; every field ends up in the materialization metadata."""
+
+    workspaces: int = 0
+    workers: int = 0
+    workers_read: int = 0
+    workers_skipped: list[str] = field(default_factory=list)  # 404: deleted upstream
+    workers_failed: list[str] = field(default_factory=list)  # still failing after retries
+    rows_seen: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    batches: int = 0
+    pages: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_seen / self.seconds if self.seconds else 0.0
+
+    def add_counts(self, counts: UpsertCounts) -> None:
+        self.inserted += counts.inserted
+        self.updated += counts.updated
+        self.unchanged += counts.unchanged
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rows_per_second"] = round(self.rows_per_second, 1)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+ProgressCallback = Callable[[str], None]
+
+
+class WorkersFailed(RuntimeError):
+    """Some workers could not be read after all retries; everything else was loaded."""
+
+    def __init__(self, figures: SyncFigures) -> None:
+        self.figures = figures
+        shown = ", ".join(figures.workers_failed[:10])
+        more = len(figures.workers_failed) - 10
+        super().__init__(
+            f"{len(figures.workers_failed)} worker(s) could not be read after retries "
+            f"({shown}{f' and {more} more' if more > 0 else ''}); all other workers were "
+            "loaded, and the next sync reads these again"
+        )
+
+
+def resolve_workspaces(client: TaskRouterClient, workspace_sids: Iterable[str] | None) -> list[str]:
+    return [w["sid"] for w in client.list_workspaces(list(workspace_sids or []))]
+
+
+def load_workers(
+    client: TaskRouterClient, engine: Engine, workspace_sids: list[str]
+) -> tuple[SyncFigures, dict[str, list[str]]]:
+    """Upsert every worker of every workspace; returns the figures and the worker sids per workspace."""
+    started = time.monotonic()
+    figures = SyncFigures(workspaces=len(workspace_sids))
+    listing: dict[str, list[str]] = {}
+    before = client.stats.snapshot()
+    for ws in workspace_sids:
+        records = client.list_workers(ws)
+        normalized = normalize_workers(records)
+        figures.rejected += len(normalized.rejected)
+        with engine.begin() as conn:
+            figures.add_counts(upsert_workers(conn, normalized.rows, datetime.now(UTC)))
+        listing[ws] = normalized.rows["sid"].tolist()
+        figures.workers += len(listing[ws])
+        figures.rows_seen += len(records)
+    _add_client_figures(figures, client, before)
+    figures.seconds = time.monotonic() - started
+    return figures, listing
+
+
+def _add_client_figures(figures: SyncFigures, client: TaskRouterClient, before: dict[str, float]) -> None:
+    after = client.stats.snapshot()
+    figures.pages += int(after["pages"] - before["pages"])
+    figures.requests += int(after["requests"] - before["requests"])
+    figures.retries += int(after["retries"] - before["retries"])
+
+
+class _Progress:
+    """Logs a progress line every few seconds: workers, rows, requests, retries, rate, time left."""
+
+    def __init__(self, total_workers: int, client: TaskRouterClient, emit: ProgressCallback | None,
+                 every: float = PROGRESS_EVERY_S) -> None:
+        self.total, self.client, self.emit, self.every = total_workers, client, emit, every
+        self.started = self.last = time.monotonic()
+
+    def tick(self, figures: SyncFigures, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.emit is None or (not force and now - self.last < self.every):
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-6)
+        done = figures.workers_read
+        rate = figures.rows_seen / elapsed
+        left = (elapsed / done) * (self.total - done) if done else float("nan")
+        stats = self.client.stats.snapshot()
+        self.emit(
+            f"progress: workers {done}/{self.total}, rows {figures.rows_seen} "
+            f"(+{figures.inserted} new, {figures.updated} updated), requests {stats['requests']}, "
+            f"retries {stats['retries']}, {rate:,.0f} rows/s, ~{left:,.0f}s left"
+        )
+
+
+def _batches(reads: Iterator[WorkerRead], batch_rows: int,
+             figures: SyncFigures) -> Iterator[list[dict[str, Any]]]:
+    """Group worker reads into batches of about ``batch_rows`` records, recording outcomes."""
+    batch: list[dict[str, Any]] = []
+    for read in reads:
+        figures.workers_read += 1
+        if read.outcome == "not_found":
+            figures.workers_skipped.append(read.worker_sid)
+            log.info("worker %s vanished before its reservations were read: skipped", read.worker_sid)
+            continue
+        if read.outcome == "failed":
+            figures.workers_failed.append(read.worker_sid)
+            log.warning("worker %s failed after retries: %s", read.worker_sid, read.error)
+            continue
+        batch.extend(read.records)
+        if len(batch) >= batch_rows:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def load_reservations(
+    client: TaskRouterClient,
+    engine: Engine,
+    workers_by_workspace: dict[str, list[str]],
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    status: str | None = None,
+    progress: ProgressCallback | None = None,
+    on_rejects: Callable[[list[Rejected]], None] | None = None,
+) -> SyncFigures:
+    """Read every listed worker's reservations and upsert them batch by batch.
+
+    Returns the figures; workers that vanished (404) are skipped and listed, workers that kept
+    failing are listed too (the caller decides to fail the run after everything else loaded).
+    """
+    started = time.monotonic()
+    before = client.stats.snapshot()
+    total = sum(len(v) for v in workers_by_workspace.values())
+    figures = SyncFigures(workspaces=len(workers_by_workspace), workers=total)
+    meter = _Progress(total, client, progress)
+    for ws, worker_sids in workers_by_workspace.items():
+        reads = client.read_reservations(ws, worker_sids, status=status)
+        for records in _batches(reads, batch_rows, figures):
+            normalized = normalize_reservations(records)
+            figures.rows_seen += len(records)
+            figures.rejected += len(normalized.rejected)
+            if normalized.rejected and on_rejects is not None:
+                on_rejects(normalized.rejected)
+            with engine.begin() as conn:
+                figures.add_counts(upsert_reservations(conn, normalized.rows, datetime.now(UTC)))
+            figures.batches += 1
+            meter.tick(figures)
+    _add_client_figures(figures, client, before)
+    figures.seconds = time.monotonic() - started
+    meter.tick(figures, force=True)
+    return figures
+
+
+def list_workers_by_workspace(client: TaskRouterClient, workspace_sids: list[str]) -> dict[str, list[str]]:
+    return {ws: [w["sid"] for w in client.list_workers(ws) if isinstance(w, dict) and w.get("sid")]
+            for ws in workspace_sids}

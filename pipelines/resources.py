@@ -1,0 +1,79 @@
+"""Dagster resources: the TaskRouter API and the warehouse.
+
+Secrets arrive as ``dg.EnvVar`` values, which Dagster resolves at run time and shows in the UI
+by variable name only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+from sqlalchemy.engine import Engine
+
+from pipelines.taskrouter import TaskRouterClient
+from pipelines.taskrouter.client import DEFAULT_BASE_URL
+from pipelines.taskrouter.credentials import choose_credentials
+from warehouse.engine import create_warehouse_engine, mask_url, normalize_url
+from warehouse.migrate import ensure_schema
+
+
+class TaskRouterResource(dg.ConfigurableResource):
+    """TaskRouter REST API access: credentials, workspaces and client tuning."""
+
+    account_sid: str | None = None
+    auth_token: str | None = None
+    api_key_sid: str | None = None
+    api_key_secret: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    workspace_sids: str = ""
+    page_size: int = 1000
+    concurrency: int = 8
+    requests_per_second: float | None = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 6
+
+    def configured_workspaces(self) -> list[str]:
+        return [s.strip() for s in self.workspace_sids.split(",") if s.strip()]
+
+    @contextmanager
+    def client(self) -> Iterator[TaskRouterClient]:
+        credentials = choose_credentials(
+            self.account_sid, self.auth_token, self.api_key_sid, self.api_key_secret
+        )
+        client = TaskRouterClient(
+            credentials,
+            self.base_url,
+            page_size=self.page_size,
+            concurrency=self.concurrency,
+            requests_per_second=self.requests_per_second,
+            connect_timeout=self.connect_timeout_s,
+            read_timeout=self.read_timeout_s,
+            max_attempts=self.max_attempts,
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The SQL warehouse (``WAREHOUSE_URL``) and how summaries assign days."""
+
+    url: str = "sqlite:///data/warehouse.db"
+    reporting_timezone: str = "UTC"
+    auto_migrate: bool = True
+
+    @contextmanager
+    def engine(self) -> Iterator[Engine]:
+        engine = create_warehouse_engine(self.url)
+        try:
+            ensure_schema(engine, auto_upgrade=self.auto_migrate)
+            yield engine
+        finally:
+            engine.dispose()
+
+    def display_url(self) -> str:
+        return mask_url(normalize_url(self.url))

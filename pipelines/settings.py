@@ -1,0 +1,71 @@
+"""Optional settings read once at definitions load, with the defaults the README lists.
+
+Secrets are not read here: they reach resources through ``dg.EnvVar`` (see ``definitions.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+
+from pipelines.taskrouter.client import DEFAULT_BASE_URL
+
+
+def _float(name: str, default: float | None) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def _int(name: str, default: int) -> int:
+    value = _float(name, default)
+    assert value is not None
+    return int(value)
+
+
+def _text(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_url: str
+    workspace_sids: str
+    reporting_timezone: str
+    summary_start_date: str
+    page_size: int
+    concurrency: int
+    requests_per_second: float | None
+    connect_timeout_s: float
+    read_timeout_s: float
+    max_attempts: int
+    batch_rows: int
+    sync_cron: str
+    auto_migrate: bool
+    freshness_minutes: float
+
+
+def load_settings() -> Settings:
+    start = _text("SUMMARY_START_DATE", "2025-01-01")
+    date.fromisoformat(start)  # fail at load with the variable's name in the traceback
+    return Settings(
+        base_url=_text("TASKROUTER_BASE_URL", DEFAULT_BASE_URL),
+        workspace_sids=os.environ.get("TASKROUTER_WORKSPACE_SIDS", "").strip(),
+        reporting_timezone=_text("REPORTING_TIMEZONE", "UTC"),
+        summary_start_date=start,
+        page_size=_int("TASKROUTER_PAGE_SIZE", 1000),
+        concurrency=_int("TASKROUTER_CONCURRENCY", 8),
+        requests_per_second=_float("TASKROUTER_REQUESTS_PER_SECOND", None) or None,
+        connect_timeout_s=float(_float("TASKROUTER_CONNECT_TIMEOUT_S", 5.0) or 5.0),
+        read_timeout_s=float(_float("TASKROUTER_READ_TIMEOUT_S", 30.0) or 30.0),
+        max_attempts=_int("TASKROUTER_MAX_ATTEMPTS", 6),
+        batch_rows=_int("SYNC_BATCH_ROWS", 20_000),
+        sync_cron=_text("SYNC_CRON", "*/5 * * * *"),
+        auto_migrate=_text("WAREHOUSE_AUTO_MIGRATE", "1") not in ("0", "false", "no"),
+        freshness_minutes=float(_float("FRESHNESS_MAX_AGE_MINUTES", 30.0) or 30.0),
+    )

@@ -1,0 +1,24 @@
+"""TaskRouter source: HTTP client, paging, retries, rate limit and a local emulator.
+
+Plain Python (requests, urllib3): no Dagster and no SQL, so it can be reused and tested alone.
+"""
+
+from pipelines.taskrouter.client import TaskRouterClient, WorkerRead
+from pipelines.taskrouter.credentials import Credentials, credentials_from_env
+from pipelines.taskrouter.errors import (
+    TaskRouterAuthError,
+    TaskRouterError,
+    TaskRouterNotFound,
+    UnsafeNextPageUrl,
+)
+
+__all__ = [
+    "Credentials",
+    "TaskRouterAuthError",
+    "TaskRouterClient",
+    "TaskRouterError",
+    "TaskRouterNotFound",
+    "UnsafeNextPageUrl",
+    "WorkerRead",
+    "credentials_from_env",
+]

@@ -1,0 +1,151 @@
+"""API records to warehouse rows, vectorized with pandas.
+
+A record that cannot be stored (no sid, wrong types, unparseable dates) is set aside with a
+reason instead of failing its batch; unknown statuses and unknown extra fields are fine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from warehouse.lifecycle import STATUS_RANK, TERMINAL_RANK
+
+RESERVATION_FIELDS = [
+    "sid",
+    "account_sid",
+    "workspace_sid",
+    "worker_sid",
+    "worker_name",
+    "task_sid",
+    "reservation_status",
+    "date_created",
+    "date_updated",
+    "url",
+    "links",
+]
+REQUIRED = ["sid", "workspace_sid", "worker_sid", "reservation_status"]
+TEXT_FIELDS = ["sid", "account_sid", "workspace_sid", "worker_sid", "worker_name", "task_sid",
+               "reservation_status", "url"]
+DATE_FIELDS = ["date_created", "date_updated"]
+
+WORKER_FIELDS = [
+    "sid",
+    "account_sid",
+    "workspace_sid",
+    "friendly_name",
+    "activity_sid",
+    "activity_name",
+    "available",
+    "attributes",
+    "date_created",
+    "date_updated",
+    "date_status_changed",
+    "url",
+]
+
+
+@dataclass
+class Rejected:
+    record: Any
+    reason: str
+
+
+@dataclass
+class Normalized:
+    rows: pd.DataFrame
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def parse_utc(values: pd.Series) -> pd.Series:
+    """ISO 8601 text (``Z`` or ``+00:00``, any offset) to UTC timestamps; junk becomes NaT."""
+    return pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+
+
+def compact_json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _not_text(column: pd.Series) -> pd.Series:
+    """True where a value is neither a string nor missing (vectorized fast path for clean data)."""
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    if kind in ("string", "empty"):
+        return pd.Series(False, index=column.index)
+    return ~column.map(lambda v: v is None or isinstance(v, str))
+
+
+def normalize_reservations(records: list[Any]) -> Normalized:
+    """Records as the API returns them -> one row per valid record, plus the rejects."""
+    rejected: list[Rejected] = []
+    dicts = []
+    for record in records:
+        if isinstance(record, dict):
+            dicts.append(record)
+        else:
+            rejected.append(Rejected(record, "record is not a JSON object"))
+    frame = pd.DataFrame.from_records(dicts, columns=RESERVATION_FIELDS) if dicts else pd.DataFrame(
+        columns=RESERVATION_FIELDS
+    )
+    frame = frame.astype(object)
+    reasons = pd.Series("", index=frame.index, dtype=object)
+
+    for name in TEXT_FIELDS:
+        bad = _not_text(frame[name])
+        reasons = reasons.mask(bad & (reasons == ""), f"{name} is not a string")
+    for name in REQUIRED:
+        missing = frame[name].isna() | (frame[name] == "")
+        reasons = reasons.mask(missing & (reasons == ""), f"missing {name}")
+    for name in DATE_FIELDS:
+        raw = frame[name]
+        wrong = _not_text(raw)
+        parsed = parse_utc(raw.where(~wrong, None))
+        frame[name] = parsed
+        reasons = reasons.mask((parsed.isna()) & (reasons == ""), f"{name} is not an ISO 8601 date")
+    bad_links = ~frame["links"].map(lambda v: v is None or isinstance(v, dict))
+    reasons = reasons.mask(bad_links & (reasons == ""), "links is not an object")
+
+    bad_rows = reasons != ""
+    if bad_rows.any():
+        for position in bad_rows[bad_rows].index:
+            rejected.append(Rejected(dicts[position], str(reasons[position])))
+        frame = frame[~bad_rows]
+
+    frame["status_rank"] = (
+        frame["reservation_status"].map(STATUS_RANK).fillna(TERMINAL_RANK).astype("int16")
+    )
+    frame["links"] = frame["links"].map(compact_json)
+    frame = keep_newest(frame)
+    return Normalized(frame.reset_index(drop=True), rejected)
+
+
+def keep_newest(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per sid: the newest ``date_updated``, ties broken by lifecycle rank."""
+    if frame.empty or not frame["sid"].duplicated().any():
+        return frame
+    ordered = frame.sort_values(["sid", "date_updated", "status_rank"], kind="stable")
+    return ordered.drop_duplicates("sid", keep="last")
+
+
+def normalize_workers(records: list[dict[str, Any]]) -> Normalized:
+    rejected: list[Rejected] = []
+    good = [r for r in records if isinstance(r, dict) and isinstance(r.get("sid"), str) and r["sid"]]
+    for r in records:
+        if not (isinstance(r, dict) and isinstance(r.get("sid"), str) and r["sid"]):
+            rejected.append(Rejected(r, "worker without a sid"))
+    frame = pd.DataFrame.from_records(good, columns=WORKER_FIELDS) if good else pd.DataFrame(
+        columns=WORKER_FIELDS
+    )
+    frame = frame.astype(object)
+    for name in ("date_created", "date_updated", "date_status_changed"):
+        frame[name] = parse_utc(frame[name].where(~_not_text(frame[name]), None))
+    frame["attributes"] = frame["attributes"].map(
+        lambda v: v if v is None or isinstance(v, str) else compact_json(v)
+    )
+    frame["available"] = frame["available"].map(lambda v: None if v is None else bool(v))
+    frame = frame.drop_duplicates("sid", keep="last")
+    return Normalized(frame.reset_index(drop=True), rejected)

@@ -1,0 +1,125 @@
+"""The warehouse tables (SQLAlchemy Core). Names and listed columns are DESIGN.md's contract.
+
+Time is UTC everywhere. ``UTCDateTime`` stores it as ``timestamptz`` on PostgreSQL, as naive UTC
+``DATETIME(6)`` on MySQL/MariaDB (never ``TIMESTAMP``, which converts with the session zone) and
+as naive UTC text on SQLite (where offsets would be silently dropped), and always reads back
+timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC in Python; the storage each dialect handles correctly (see module docstring)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime bound to a UTC column; attach a timezone first")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sid(name: str, **kw: Any) -> sa.Column[Any]:
+    return sa.Column(name, sa.String(64), **kw)
+
+
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    _sid("sid", primary_key=True),
+    _sid("account_sid"),
+    _sid("workspace_sid", nullable=False),
+    _sid("worker_sid", nullable=False),
+    sa.Column("worker_name", sa.String(512)),
+    _sid("task_sid"),
+    sa.Column("reservation_status", sa.String(32), nullable=False),
+    sa.Column("status_rank", sa.SmallInteger, nullable=False),
+    sa.Column("date_created", UTCDateTime, nullable=False),
+    sa.Column("date_updated", UTCDateTime, nullable=False),
+    sa.Column("url", sa.Text),
+    sa.Column("links", sa.Text),
+    sa.Column("first_loaded_at", UTCDateTime, nullable=False),
+    sa.Column("last_changed_at", UTCDateTime, nullable=False),
+    sa.Index(None, "workspace_sid", "date_created"),
+    sa.Index(None, "worker_sid", "date_created"),
+    sa.Index(None, "date_created"),
+    sa.Index(None, "last_changed_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    _sid("sid", primary_key=True),
+    _sid("account_sid"),
+    _sid("workspace_sid", nullable=False),
+    sa.Column("friendly_name", sa.String(512)),
+    _sid("activity_sid"),
+    sa.Column("activity_name", sa.String(255)),
+    sa.Column("available", sa.Boolean),
+    sa.Column("attributes", sa.Text),
+    sa.Column("date_created", UTCDateTime),
+    sa.Column("date_updated", UTCDateTime),
+    sa.Column("date_status_changed", UTCDateTime),
+    sa.Column("url", sa.Text),
+    sa.Column("first_loaded_at", UTCDateTime, nullable=False),
+    sa.Column("last_changed_at", UTCDateTime, nullable=False),
+    sa.Index(None, "workspace_sid"),
+    **MYSQL_TABLE_ARGS,
+)
+
+reservation_daily_status_counts = sa.Table(
+    "reservation_daily_status_counts",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    _sid("workspace_sid", primary_key=True),
+    _sid("worker_sid", primary_key=True),
+    sa.Column("reservation_status", sa.String(32), primary_key=True),
+    sa.Column("reservation_count", sa.Integer, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+warehouse_state = sa.Table(
+    "warehouse_state",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+RESERVATION_COLUMNS = [c.name for c in reservations.columns]
+WORKER_COLUMNS = [c.name for c in workers.columns]

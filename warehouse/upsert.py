@@ -1,0 +1,243 @@
+"""Bulk upserts with DESIGN.md's semantics and honest counts on SQLite, PostgreSQL and MySQL.
+
+Each batch is classified against the stored ``(sid, date_updated, status_rank)`` read in the
+same transaction: new sids are inserted, strictly newer versions (or equal ``date_updated`` with
+a later lifecycle status) update, everything else is counted unchanged and not written at all.
+The write itself is still conditional (``ON CONFLICT ... DO UPDATE ... WHERE`` on
+PostgreSQL/SQLite, per-column ``IF`` on MySQL with ``date_updated`` assigned last), so a
+concurrent writer with a newer version can never be overwritten by an older one.
+
+Rows go to the driver's ``executemany`` as plain tuples, pre-formatted per dialect with pandas,
+sorted by sid so concurrent writers take row locks in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect
+
+from warehouse.schema import RESERVATION_COLUMNS, WORKER_COLUMNS, reservations, workers
+
+LOOKUP_CHUNK = 2000
+WRITE_CHUNK = 5000
+
+
+@dataclass
+class UpsertCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: UpsertCounts) -> UpsertCounts:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+    @property
+    def seen(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+
+# -- statements -----------------------------------------------------------------------------
+def _newer_than_stored(incoming_date: Any, incoming_rank: Any) -> sa.ColumnElement[bool]:
+    stored = reservations.c
+    return sa.or_(
+        incoming_date > stored.date_updated,
+        sa.and_(incoming_date == stored.date_updated, incoming_rank > stored.status_rank),
+    )
+
+
+def _dialect_name(dialect: Dialect) -> str:
+    return "mysql" if dialect.name in ("mysql", "mariadb") else dialect.name
+
+
+def _reservation_upsert(dialect: Dialect) -> sa.Insert:
+    updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
+    name = _dialect_name(dialect)
+    if name in ("postgresql", "sqlite"):
+        ins = (postgresql.insert if name == "postgresql" else sqlite.insert)(reservations)
+        return ins.on_conflict_do_update(
+            index_elements=["sid"],
+            set_={c: ins.excluded[c] for c in updatable},
+            where=_newer_than_stored(ins.excluded.date_updated, ins.excluded.status_rank),
+        )
+    if name == "mysql":
+        ins = mysql.insert(reservations)
+        newer = _newer_than_stored(ins.inserted.date_updated, ins.inserted.status_rank)
+        # MySQL assigns left to right and later conditions see earlier assignments: the
+        # columns the condition reads (status_rank, date_updated) go last, date_updated last of all.
+        order = [c for c in updatable if c not in ("status_rank", "date_updated")]
+        order += ["status_rank", "date_updated"]
+        assignments = [
+            (c, sa.case((newer, ins.inserted[c]), else_=reservations.c[c])) for c in order
+        ]
+        return ins.on_duplicate_key_update(assignments)
+    raise NotImplementedError(f"no upsert for dialect {dialect.name}")
+
+
+def _worker_upsert(dialect: Dialect) -> sa.Insert:
+    updatable = [c for c in WORKER_COLUMNS if c not in ("sid", "first_loaded_at")]
+    name = _dialect_name(dialect)
+    if name in ("postgresql", "sqlite"):
+        ins = (postgresql.insert if name == "postgresql" else sqlite.insert)(workers)
+        return ins.on_conflict_do_update(
+            index_elements=["sid"], set_={c: ins.excluded[c] for c in updatable}
+        )
+    ins = mysql.insert(workers)
+    return ins.on_duplicate_key_update([(c, ins.inserted[c]) for c in updatable])
+
+
+@lru_cache(maxsize=16)
+def _compiled(kind: str, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+    """The statement's SQL for the driver, and the bind order when the paramstyle is positional."""
+    if kind == "reservations":
+        stmt, columns = _reservation_upsert(dialect), RESERVATION_COLUMNS
+    else:
+        stmt, columns = _worker_upsert(dialect), WORKER_COLUMNS
+    compiled = stmt.compile(dialect=dialect, column_keys=columns)
+    order = tuple(compiled.positiontup) if compiled.positional else None
+    return str(compiled), order
+
+
+# -- binding --------------------------------------------------------------------------------
+def _bind_column(series: pd.Series, dialect_name: str) -> list[Any]:
+    """One column as driver-ready Python values (None for missing, never NaN/NaT)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        missing = series.isna()
+        if dialect_name == "postgresql":
+            values = pd.Series(series.dt.to_pydatetime(), index=series.index, dtype=object)
+        else:  # naive UTC text, the form SQLAlchemy uses on SQLite; MySQL DATETIME(6) takes it too
+            values = series.dt.strftime("%Y-%m-%d %H:%M:%S.%f").astype(object)
+        return values.where(~missing, None).tolist()
+    values = series.astype(object)
+    return values.where(values.notna(), None).tolist()
+
+
+def _bind_rows(frame: pd.DataFrame, columns: Sequence[str], dialect: Dialect,
+               order: tuple[str, ...] | None) -> list[Any]:
+    name = _dialect_name(dialect)
+    if name != "postgresql" and "available" in frame.columns:
+        frame = frame.assign(available=frame["available"].map(
+            lambda v: None if v is None or v != v else int(bool(v))))
+    data = {c: _bind_column(frame[c], name) for c in columns}
+    if order is not None:
+        return list(zip(*(data[c] for c in order), strict=True))
+    return [dict(zip(columns, row, strict=True)) for row in zip(*(data[c] for c in columns), strict=True)]
+
+
+def _execute_many(conn: Connection, kind: str, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    sql, order = _compiled(kind, conn.dialect)
+    for start in range(0, len(frame), WRITE_CHUNK):
+        chunk = frame.iloc[start : start + WRITE_CHUNK]
+        conn.exec_driver_sql(sql, _bind_rows(chunk, columns, conn.dialect, order))
+
+
+# -- reading what is stored -----------------------------------------------------------------
+def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
+    c = reservations.c
+    parts = []
+    for start in range(0, len(sids), LOOKUP_CHUNK):
+        chunk = sids[start : start + LOOKUP_CHUNK]
+        rows = conn.execute(
+            sa.select(c.sid, c.date_updated, c.status_rank).where(c.sid.in_(chunk))
+        ).all()
+        if rows:
+            parts.append(pd.DataFrame(rows, columns=["sid", "stored_date", "stored_rank"]))
+    if not parts:
+        return pd.DataFrame({"sid": pd.Series([], dtype=object),
+                             "stored_date": pd.Series([], dtype="datetime64[ns, UTC]"),
+                             "stored_rank": pd.Series([], dtype="float64")})
+    stored = pd.concat(parts, ignore_index=True)
+    stored["stored_date"] = pd.to_datetime(stored["stored_date"], utc=True)
+    return stored
+
+
+def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> UpsertCounts:
+    """Write the new and newer rows of a normalized batch; returns exact counts.
+
+    ``rows`` comes from ``normalize_reservations`` (one row per sid). Runs inside the caller's
+    transaction, so a failure leaves nothing half-written.
+    """
+    if rows.empty:
+        return UpsertCounts()
+    stored = _stored_versions(conn, rows["sid"].tolist())
+    merged = rows.merge(stored, on="sid", how="left")
+    is_new = merged["stored_date"].isna()
+    incoming = merged["date_updated"].astype("datetime64[us, UTC]")
+    known = merged["stored_date"].astype("datetime64[us, UTC]")
+    is_newer = ~is_new & (
+        (incoming > known)
+        | ((incoming == known) & (merged["status_rank"] > merged["stored_rank"]))
+    )
+    to_write = merged[is_new | is_newer].drop(columns=["stored_date", "stored_rank"])
+    counts = UpsertCounts(int(is_new.sum()), int(is_newer.sum()), int((~is_new & ~is_newer).sum()))
+    if not to_write.empty:
+        stamp = pd.Timestamp(now).tz_convert("UTC")
+        to_write = to_write.assign(first_loaded_at=stamp, last_changed_at=stamp)
+        to_write = to_write.sort_values("sid", kind="stable")
+        _execute_many(conn, "reservations", to_write, RESERVATION_COLUMNS)
+    return counts
+
+
+_WORKER_COMPARED = [c for c in WORKER_COLUMNS if c not in ("sid", "first_loaded_at", "last_changed_at")]
+
+
+def upsert_workers(conn: Connection, rows: pd.DataFrame, now: datetime) -> UpsertCounts:
+    """Insert new workers and rewrite the ones whose fields changed; the rest are untouched."""
+    if rows.empty:
+        return UpsertCounts()
+    sids = rows["sid"].tolist()
+    stored_parts = []
+    for start in range(0, len(sids), LOOKUP_CHUNK):
+        chunk = sids[start : start + LOOKUP_CHUNK]
+        result = conn.execute(
+            sa.select(*[workers.c[c] for c in ["sid", *_WORKER_COMPARED]]).where(
+                workers.c.sid.in_(chunk)
+            )
+        ).all()
+        stored_parts.extend(result)
+    stored = {r[0]: r[1:] for r in stored_parts}
+
+    def signature(values: Sequence[Any]) -> tuple[Any, ...]:
+        out = []
+        for v in values:
+            if v is None or (isinstance(v, float) and v != v) or v is pd.NaT:
+                out.append(None)
+            elif isinstance(v, datetime):
+                out.append(pd.Timestamp(v).tz_convert("UTC").floor("us").isoformat())
+            else:
+                out.append(v)
+        return tuple(out)
+
+    incoming = rows[_WORKER_COMPARED].astype(object).itertuples(index=False, name=None)
+    status = []
+    for sid, values in zip(sids, incoming, strict=True):
+        if sid not in stored:
+            status.append("new")
+        elif signature(values) != signature(stored[sid]):
+            status.append("changed")
+        else:
+            status.append("same")
+    flags = pd.Series(status, index=rows.index)
+    counts = UpsertCounts(int((flags == "new").sum()), int((flags == "changed").sum()),
+                          int((flags == "same").sum()))
+    to_write = rows[flags != "same"]
+    if not to_write.empty:
+        stamp = pd.Timestamp(now).tz_convert("UTC")
+        to_write = to_write.assign(first_loaded_at=stamp, last_changed_at=stamp)
+        to_write = to_write.sort_values("sid", kind="stable")
+        _execute_many(conn, "workers", to_write, WORKER_COLUMNS)
+    return counts
