@@ -221,13 +221,45 @@ def demo_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _has_twilio_credentials() -> bool:
+    env = os.environ
+    return bool(
+        (env.get("TWILIO_API_KEY_SID") and env.get("TWILIO_API_KEY_SECRET"))
+        or (env.get("TWILIO_ACCOUNT_SID") and env.get("TWILIO_AUTH_TOKEN"))
+    )
+
+
+def dev_main(argv: list[str] | None = None) -> int:
+    """``dagster dev`` on the project's workspace; on the emulator unless credentials are set."""
+    _ensure_dagster_home()
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+               *(argv or [])]
+    if _has_twilio_credentials():
+        print("Twilio credentials found: the UI runs against TASKROUTER_BASE_URL "
+              f"({os.environ.get('TASKROUTER_BASE_URL', 'https://taskrouter.twilio.com')}).")
+        return subprocess.call(command, cwd=PROJECT_ROOT)
+    state = _load_demo_state()
+    with running_emulator(["--workspaces", "2", "--workers", "25", "--reservations", "40",
+                           "--anchor", state["anchor"]]) as emu:
+        env = dict(os.environ)
+        env.update({"TASKROUTER_BASE_URL": emu["base_url"], "TWILIO_ACCOUNT_SID": emu["account_sid"],
+                    "TWILIO_AUTH_TOKEN": emu["auth_token"]})
+        print(f"No Twilio credentials set: the UI runs against the local emulator at {emu['base_url']}.")
+        try:
+            return subprocess.call(command, cwd=PROJECT_ROOT, env=env)
+        except KeyboardInterrupt:
+            return 0
+
+
 def main() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "dev":
+        sys.exit(dev_main(sys.argv[2:]))
     if command == "sync":
         sys.exit(sync_main())
     if command == "demo":
         sys.exit(demo_main(sys.argv[2:]))
-    print("usage: python -m pipelines.cli {sync|demo [--reset]}", file=sys.stderr)
+    print("usage: python -m pipelines.cli {sync|demo [--reset]|dev}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -1,0 +1,124 @@
+"""Shared fixtures: the emulator over loopback HTTP and real SQLite, PostgreSQL and MariaDB.
+
+PostgreSQL and MariaDB tests get a fresh database each and skip with a reason when the server is
+unreachable, unless REQUIRE_SERVICES=1 (set by .ci/run) turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pipelines.taskrouter.emulator import Emulator, Faults
+from pipelines.taskrouter.emulator_world import WorldConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+ANCHOR = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)  # the week of New York's DST change
+
+try:  # Dagster's beta/preview notices are noise in test output
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+except Exception:  # noqa: BLE001
+    pass
+
+
+def services_required() -> bool:
+    return os.environ.get("REQUIRE_SERVICES", "").strip() in ("1", "true", "yes")
+
+
+def unreachable(what: str, error: Exception) -> None:
+    message = f"{what} unreachable ({type(error).__name__}); start it or set TEST_*_URL"
+    if services_required():
+        pytest.fail(f"REQUIRE_SERVICES=1 but {message}: {error}")
+    pytest.skip(message)
+
+
+def _scratch_database(admin_url: str, kind: str) -> Iterator[str]:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"tr_{kind}_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            if kind == "pg":
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            else:
+                conn.exec_driver_sql(
+                    f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
+    except Exception as error:  # noqa: BLE001
+        admin.dispose()
+        unreachable("PostgreSQL" if kind == "pg" else "MariaDB", error)
+    url = sa.make_url(admin_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if kind == "pg":
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            else:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from _scratch_database(PG_ADMIN_URL, "pg")
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    yield from _scratch_database(MYSQL_ADMIN_URL, "my")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def warehouse_url(request: pytest.FixtureRequest) -> str:
+    """The same test on all three databases."""
+    name = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mariadb_url"}
+    return request.getfixturevalue(name[request.param])
+
+
+def small_world(**overrides: object) -> WorldConfig:
+    values: dict[str, object] = {
+        "seed": 11,
+        "workspaces": 2,
+        "workers_per_workspace": 8,
+        "reservations_per_worker": 30,
+        "anchor": ANCHOR,
+    }
+    values.update(overrides)
+    return WorldConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(small_world(), Faults()) as emu:
+        yield emu
+
+
+@pytest.fixture
+def sync_env(monkeypatch: pytest.MonkeyPatch, emulator: Emulator, sqlite_url: str,
+             tmp_path: Path) -> dict[str, str]:
+    """Environment for a sync against the emulator into a fresh SQLite warehouse."""
+    for name in ("TWILIO_API_KEY_SID", "TWILIO_API_KEY_SECRET", "TASKROUTER_WORKSPACE_SIDS",
+                 "REPORTING_TIMEZONE", "SUMMARY_START_DATE"):
+        monkeypatch.delenv(name, raising=False)
+    env = {**emulator.env(), "WAREHOUSE_URL": sqlite_url, "DAGSTER_HOME": str(tmp_path / "dh")}
+    (tmp_path / "dh").mkdir()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
