@@ -1,0 +1,105 @@
+"""DESIGN.md's upsert rule on SQLite, through the same normalize + upsert path the sync uses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from warehouse.engine import create_warehouse_engine
+from warehouse.migrate import ensure_schema
+from warehouse.normalize import normalize_reservations
+from warehouse.upsert import upsert_reservations
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def record(status: str, updated: str, sid: str = "WR" + "a" * 32) -> dict:
+    return {
+        "account_sid": "AC" + "1" * 32,
+        "date_created": "2026-11-27T10:00:00Z",
+        "date_updated": updated,
+        "links": {"worker": "https://x/w", "task": "https://x/t", "workspace": "https://x/ws"},
+        "reservation_status": status,
+        "sid": sid,
+        "task_sid": "WT" + "2" * 32,
+        "url": "https://taskrouter.twilio.com/v1/x",
+        "worker_name": "Zoë",
+        "worker_sid": "WK" + "3" * 32,
+        "workspace_sid": "WS" + "4" * 32,
+    }
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    engine = create_warehouse_engine(sqlite_url)
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def load(engine, *records):
+    with engine.begin() as conn:
+        return upsert_reservations(conn, normalize_reservations(list(records)).rows, NOW)
+
+
+def stored(engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT reservation_status, date_updated FROM reservations")).one()
+
+
+def test_older_version_after_newer_changes_nothing(engine):
+    load(engine, record("completed", "2026-11-27T10:05:00Z"))
+    counts = load(engine, record("accepted", "2026-11-27T10:01:00Z"))
+    assert (counts.inserted, counts.updated, counts.unchanged) == (0, 0, 1)
+    assert stored(engine)[0] == "completed"
+
+
+def test_equal_date_later_status_wins_earlier_loses(engine):
+    load(engine, record("accepted", "2026-11-27T10:01:00Z"))
+    counts = load(engine, record("wrapping", "2026-11-27T10:01:00+00:00"))
+    assert counts.updated == 1 and stored(engine)[0] == "wrapping"
+    counts = load(engine, record("pending", "2026-11-27T10:01:00Z"))
+    assert counts.unchanged == 1 and stored(engine)[0] == "wrapping"
+
+
+def test_same_page_twice_writes_nothing(engine):
+    first = load(engine, record("pending", "2026-11-27T10:00:00Z"))
+    again = load(engine, record("pending", "2026-11-27T10:00:00Z"))
+    assert first.inserted == 1 and (again.inserted, again.updated, again.unchanged) == (0, 0, 1)
+
+
+def test_newer_version_updates_and_keeps_first_loaded_at(engine):
+    load(engine, record("pending", "2026-11-27T10:00:00Z"))
+    later = datetime(2026, 11, 28, 13, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        counts = upsert_reservations(
+            conn, normalize_reservations([record("accepted", "2026-11-27T10:00:09Z")]).rows, later
+        )
+    assert counts.updated == 1
+    with engine.connect() as conn:
+        first, changed = conn.execute(
+            sa.text("SELECT first_loaded_at, last_changed_at FROM reservations")
+        ).one()
+    assert first.startswith("2026-11-28 12:00:00") and changed.startswith("2026-11-28 13:00:00")
+
+
+def test_unknown_status_is_loaded_and_bad_records_are_set_aside(engine):
+    broken = record("pending", "not a date", sid="WR" + "b" * 32)
+    nosid = {k: v for k, v in record("pending", "2026-11-27T10:00:00Z").items() if k != "sid"}
+    normalized = normalize_reservations([record("escalated", "2026-11-27T10:00:00Z"), broken, nosid, 42])
+    assert len(normalized.rows) == 1
+    assert sorted(r.reason for r in normalized.rejected) == [
+        "date_updated is not an ISO 8601 date", "missing sid", "record is not a JSON object"]
+    with engine.begin() as conn:
+        assert upsert_reservations(conn, normalized.rows, NOW).inserted == 1
+    assert stored(engine)[0] == "escalated"
+
+
+def test_a_sid_twice_in_one_batch_keeps_the_newest(engine):
+    counts = load(engine, record("wrapping", "2026-11-27T10:03:00Z"),
+                  record("accepted", "2026-11-27T10:02:00Z"),
+                  record("completed", "2026-11-27T10:03:00Z"))
+    assert counts.inserted == 1
+    assert stored(engine)[0] == "completed"
