@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WAREHOUSE_URL = "sqlite:///data/warehouse.db"
@@ -80,7 +88,10 @@ def create_warehouse_engine(raw: str | URL | None = None, **kwargs: object) -> E
     if backend == "sqlite":
         options["connect_args"] = {"timeout": 60}
     if backend in ("mysql", "mariadb"):
+        # READ COMMITTED like PostgreSQL's default: the same visibility on both servers, and
+        # InnoDB takes far fewer gap locks (the usual source of upsert deadlocks).
         options["pool_recycle"] = 3600
+        options["isolation_level"] = "READ COMMITTED"
     options.update(kwargs)
     engine = sa.create_engine(url, **options)
     if backend == "sqlite":
@@ -90,3 +101,50 @@ def create_warehouse_engine(raw: str | URL | None = None, **kwargs: object) -> E
 
 def describe(engine: Engine) -> str:
     return mask_url(engine.url)
+
+
+# -- transactions that a deadlock may abort ---------------------------------------------------
+# MySQL/MariaDB: 1213 deadlock, 1205 lock wait timeout, 1020 "record has changed since last
+# read" (MariaDB 11.8+ snapshot isolation). PostgreSQL: 40P01 deadlock, 40001 serialization
+# failure. SQLite waits on its busy timeout instead and is never retried here.
+RETRYABLE_MYSQL_CODES = frozenset({1213, 1205, 1020})
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+DEFAULT_TRANSACTION_ATTEMPTS = 5
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True when the database aborted the transaction because of another one (safe to replay)."""
+    if not isinstance(error, sa.exc.DBAPIError) or error.orig is None:
+        return False
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None)  # psycopg 3
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in RETRYABLE_MYSQL_CODES
+
+
+def run_in_transaction(
+    engine: Engine,
+    work: Callable[[Connection], T],
+    *,
+    attempts: int = DEFAULT_TRANSACTION_ATTEMPTS,
+    what: str = "warehouse transaction",
+) -> T:
+    """Run ``work(conn)`` in one transaction; replay the whole of it on a deadlock/serialization abort.
+
+    ``work`` must be safe to call again from scratch (everything it did was rolled back). The
+    retries are few and bounded, with a short jittered backoff; the last error is raised as is.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except sa.exc.DBAPIError as error:
+            if attempt >= attempts or not is_retryable(error):
+                raise
+            delay = min(2.0, 0.05 * 2 ** (attempt - 1)) * (0.5 + random.random())
+            log.warning("%s aborted by a concurrent writer (%s); retry %d/%d in %.2fs",
+                        what, type(error.orig).__name__, attempt, attempts - 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")

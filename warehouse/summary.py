@@ -20,12 +20,15 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from warehouse.engine import run_in_transaction
 from warehouse.schema import reservation_daily_status_counts as counts_table
-from warehouse.schema import reservations
+from warehouse.schema import reservations, warehouse_state
 from warehouse.state import REPORTING_TIMEZONE, SUMMARY_WATERMARK, read_state, write_state
 
 log = logging.getLogger(__name__)
 STREAM_CHUNK = 50_000
+# How far before the watermark a refresh looks again: longer than any load transaction lasts.
+WATERMARK_LOOKBACK = timedelta(minutes=15)
 
 
 class UnknownTimezone(ValueError):
@@ -92,25 +95,74 @@ def refresh_days(conn: Connection, days: Iterable[date], zone: ZoneInfo) -> Summ
         params.append({"day": day, "start": start, "end": end})
     conn.execute(_DELETE_DAY, [{"day": p["day"]} for p in params])
     conn.execute(_INSERT_DAY, params)
-    result.rows = conn.execute(
-        sa.select(sa.func.count()).select_from(counts_table).where(counts_table.c.day.in_(wanted))
-    ).scalar_one()
+    result.rows = _count_rows(conn, wanted)
     return result
 
 
-def changed_since(conn: Connection, watermark: datetime | None) -> tuple[pd.Series, datetime | None]:
-    """``date_created`` of rows changed after the watermark, and the newest change time seen."""
+def _count_rows(conn: Connection, days: list[date]) -> int:
+    if not days:
+        return 0
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(counts_table).where(counts_table.c.day.in_(days))
+    ).scalar_one()
+
+
+def changed_days(conn: Connection, since: datetime | None, zone: ZoneInfo,
+                 recheck_from: datetime | None = None) -> tuple[set[date], set[date], datetime | None]:
+    """Local days of rows changed after ``since``, days of rows changed in ``(recheck_from, since]``,
+    and the newest change time seen.
+
+    Streams the rows in chunks and keeps only sets of days, so memory stays flat on a full
+    load of millions of rows.
+    """
     query = sa.select(_c.date_created, _c.last_changed_at)
-    if watermark is not None:
-        query = query.where(_c.last_changed_at > watermark)
-    created: list[datetime] = []
+    low = recheck_from if since is not None and recheck_from is not None else since
+    if low is not None:
+        query = query.where(_c.last_changed_at > low)
+    days: set[date] = set()
+    recheck: set[date] = set()
     newest: datetime | None = None
-    result = conn.execution_options(yield_per=STREAM_CHUNK).execute(query)
+    # a per-statement option: Connection.execution_options() would change the connection for
+    # every later statement (psycopg cannot executemany on the server-side cursor it implies)
+    result = conn.execute(query, execution_options={"yield_per": STREAM_CHUNK})
     for chunk in result.partitions():
-        created.extend(row[0] for row in chunk)
-        top = max(row[1] for row in chunk)
+        frame = pd.DataFrame(chunk, columns=["created", "changed"])
+        changed = pd.to_datetime(frame["changed"], utc=True)
+        fresh = changed > pd.Timestamp(since) if since is not None else changed.notna()
+        days |= local_days(frame["created"][fresh], zone)
+        recheck |= local_days(frame["created"][~fresh], zone)
+        top = max(frame["changed"])
         newest = top if newest is None or top > newest else newest
-    return pd.Series(created, dtype=object), newest
+    return days, recheck - days, newest
+
+
+def _day_contents(conn: Connection, days: list[date]) -> dict[date, set[tuple[object, ...]]]:
+    t = counts_table.c
+    out: dict[date, set[tuple[object, ...]]] = {d: set() for d in days}
+    for start in range(0, len(days), 500):
+        rows = conn.execute(sa.select(t.day, t.workspace_sid, t.worker_sid, t.reservation_status,
+                                      t.reservation_count).where(t.day.in_(days[start:start + 500])))
+        for row in rows:
+            day = row[0] if isinstance(row[0], date) else date.fromisoformat(str(row[0]))
+            out.setdefault(day, set()).add(tuple(row[1:]))
+    return out
+
+
+def refresh_with_recheck(conn: Connection, days: set[date], recheck: set[date],
+                         zone: ZoneInfo) -> SummaryRefresh:
+    """Refresh ``days``; recompute ``recheck`` too but report only those whose counts moved."""
+    again = sorted(recheck - days)
+    before = _day_contents(conn, again) if again else {}
+    result = refresh_days(conn, days | set(again), zone)
+    if again:
+        after = _day_contents(conn, again)
+        moved = {d for d in again if before.get(d, set()) != after.get(d, set())}
+        if moved:
+            log.warning("summary days %s changed by loads that committed after the last "
+                        "refresh: recomputed", ", ".join(str(d) for d in sorted(moved)))
+        result.days = sorted(days | moved)
+        result.rows = _count_rows(conn, result.days)
+    return result
 
 
 def all_days(conn: Connection, zone: ZoneInfo) -> list[date]:
@@ -129,17 +181,68 @@ def rebuild_all(conn: Connection, zone: ZoneInfo) -> SummaryRefresh:
     return result
 
 
-def refresh_changed_days(engine: Engine, zone_name: str | None) -> SummaryRefresh:
+def _lock_summaries(engine: Engine, conn: Connection) -> None:
+    """Serialize summary refreshes: two at once would delete and insert the same days.
+
+    Locks the ``reporting_timezone`` state row (``FOR UPDATE``; created first if missing).
+    SQLite has one writer at a time anyway, and SQLAlchemy leaves ``FOR UPDATE`` out there.
+    """
+    if conn.dialect.name == "sqlite":
+        return
+    query = sa.select(warehouse_state.c.key).where(warehouse_state.c.key == REPORTING_TIMEZONE)
+    if conn.execute(query.with_for_update()).first() is not None:
+        return
+    try:  # first refresh ever: make the row exist (another process may win the race: fine)
+        with engine.begin() as other:
+            other.execute(warehouse_state.insert().values(
+                key=REPORTING_TIMEZONE, value=None, updated_at=datetime.now(UTC)))
+    except sa.exc.IntegrityError:
+        pass
+    conn.execute(query.with_for_update()).first()
+
+
+def refresh_changed_days(engine: Engine, zone_name: str | None,
+                         lookback: timedelta = WATERMARK_LOOKBACK) -> SummaryRefresh:
     """Refresh every day touched since the last refresh; rebuild all if the zone changed.
 
-    One transaction: the watermark moves only together with the counts it vouches for.
+    One transaction: the watermark moves only together with the counts it vouches for. Rows
+    changed up to ``lookback`` before the watermark are looked at again, so a concurrent load
+    whose transaction committed late (its rows stamped before the watermark) is never missed;
+    recomputing a day twice is harmless.
     """
     zone = reporting_zone(zone_name)
-    with engine.begin() as conn:
+
+    def work(conn: Connection) -> SummaryRefresh:
+        _lock_summaries(engine, conn)
         stored_zone = read_state(conn, REPORTING_TIMEZONE)
         raw_mark = read_state(conn, SUMMARY_WATERMARK)
         watermark = datetime.fromisoformat(raw_mark) if raw_mark else None
-        created, newest = changed_since(conn, watermark)
+        if stored_zone is not None and stored_zone != zone.key:
+            log.warning(
+                "REPORTING_TIMEZONE changed from %s to %s: rebuilding every summary day",
+                stored_zone, zone.key,
+            )
+            newest = conn.execute(sa.select(sa.func.max(_c.last_changed_at))).scalar_one_or_none()
+            result = rebuild_all(conn, zone)
+        else:
+            recheck_from = watermark - lookback if watermark is not None else None
+            days, recheck, newest = changed_days(conn, watermark, zone, recheck_from)
+            result = refresh_with_recheck(conn, days, recheck, zone)
+        write_state(conn, REPORTING_TIMEZONE, zone.key)
+        if newest is not None and (watermark is None or newest > watermark):
+            write_state(conn, SUMMARY_WATERMARK, newest.astimezone(UTC).isoformat())
+        return result
+
+    return run_in_transaction(engine, work, what="summary refresh")
+
+
+def refresh_range(engine: Engine, first: date, last: date, zone_name: str | None) -> SummaryRefresh:
+    """Recompute ``first..last`` inclusive (backfills). Refuses to mix zones in one table."""
+    zone = reporting_zone(zone_name)
+
+    def work(conn: Connection) -> SummaryRefresh:
+        _lock_summaries(engine, conn)
+        stored_zone = read_state(conn, REPORTING_TIMEZONE)
         if stored_zone is not None and stored_zone != zone.key:
             log.warning(
                 "REPORTING_TIMEZONE changed from %s to %s: rebuilding every summary day",
@@ -147,22 +250,9 @@ def refresh_changed_days(engine: Engine, zone_name: str | None) -> SummaryRefres
             )
             result = rebuild_all(conn, zone)
         else:
-            result = refresh_days(conn, local_days(created, zone), zone)
-        write_state(conn, REPORTING_TIMEZONE, zone.key)
-        if newest is not None:
-            write_state(conn, SUMMARY_WATERMARK, newest.astimezone(UTC).isoformat())
-        return result
-
-
-def refresh_range(engine: Engine, first: date, last: date, zone_name: str | None) -> SummaryRefresh:
-    """Recompute ``first..last`` inclusive (backfills). Refuses to mix zones in one table."""
-    zone = reporting_zone(zone_name)
-    with engine.begin() as conn:
-        stored_zone = read_state(conn, REPORTING_TIMEZONE)
-        if stored_zone is not None and stored_zone != zone.key:
-            result = rebuild_all(conn, zone)
-        else:
             days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
             result = refresh_days(conn, days, zone)
         write_state(conn, REPORTING_TIMEZONE, zone.key)
         return result
+
+    return run_in_transaction(engine, work, what="summary backfill")

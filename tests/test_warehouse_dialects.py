@@ -1,0 +1,277 @@
+"""One upsert and summary suite, run unchanged on SQLite, PostgreSQL and MariaDB.
+
+Every test goes through the real path: API-shaped records -> ``normalize_reservations`` ->
+``upsert_reservations`` in a transaction -> read back through SQLAlchemy, on a fresh database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tests.helpers import assert_summary_consistent, stored_daily_counts, warehouse_frame
+from warehouse.engine import create_warehouse_engine
+from warehouse.migrate import ensure_schema
+from warehouse.normalize import normalize_reservations
+from warehouse.schema import reservation_daily_status_counts, reservations
+from warehouse.state import REPORTING_TIMEZONE, read_state
+from warehouse.summary import refresh_changed_days, refresh_range
+from warehouse.upsert import UpsertCounts, upsert_reservations
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+WS = "WS" + "0" * 32
+HOSTILE = [
+    "Robert'); DROP TABLE reservations;--",
+    'Quote " and \' both',
+    "Back\\slash \\n not a newline, \\\\ two",
+    "tab\there, newline\nthere, CR\r",
+    "Emoji 🎧📞😀 and 4-byte 𝄞 𠜎",
+    "Zoë José Ångström 李 Nguyễn Олег",
+    "percent %s %(x)s {0} ? :name",
+    "",
+]
+
+
+@pytest.fixture
+def engine(warehouse_url: str) -> Iterator[Engine]:
+    eng = create_warehouse_engine(warehouse_url)
+    ensure_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+def rec(sid: str, status: str, updated: str, *, created: str = "2026-11-20T10:00:00Z",
+        worker: str = "WK1", name: str | None = "Ann", **extra: Any) -> dict[str, Any]:
+    """A reservation as TaskRouter's API returns it."""
+    return {
+        "sid": sid,
+        "account_sid": "AC1",
+        "workspace_sid": WS,
+        "worker_sid": worker,
+        "worker_name": name,
+        "task_sid": "WT" + sid[2:],
+        "reservation_status": status,
+        "date_created": created,
+        "date_updated": updated,
+        "url": f"https://taskrouter.twilio.com/v1/Workspaces/{WS}/Workers/{worker}/Reservations/{sid}",
+        "links": {"worker": "https://w", "task": "https://t", "workspace": "https://ws"},
+        **extra,
+    }
+
+
+def load(engine: Engine, records: list[dict[str, Any]], now: datetime = NOW) -> UpsertCounts:
+    normalized = normalize_reservations(records)
+    assert not normalized.rejected, normalized.rejected
+    with engine.begin() as conn:
+        return upsert_reservations(conn, normalized.rows, now)
+
+
+def stored(engine: Engine) -> dict[str, dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(reservations)).mappings().all()
+    return {r["sid"]: dict(r) for r in rows}
+
+
+def counts(c: UpsertCounts) -> tuple[int, int, int]:
+    return (c.inserted, c.updated, c.unchanged)
+
+
+# -- upsert semantics -------------------------------------------------------------------------
+def test_new_newer_older_and_same_versions(engine):
+    t1, t2 = "2026-11-20T10:00:05Z", "2026-11-20T10:00:09Z"
+    assert counts(load(engine, [rec("WR1", "pending", t1), rec("WR2", "pending", t1)])) == (2, 0, 0)
+    later = NOW + timedelta(minutes=5)
+    # same page again: nothing changes, not even last_changed_at
+    assert counts(load(engine, [rec("WR1", "pending", t1), rec("WR2", "pending", t1)], later)) == (0, 0, 2)
+    # WR1 newer, WR2 older, WR3 new
+    got = load(engine, [rec("WR1", "accepted", t2), rec("WR2", "canceled", "2026-11-20T10:00:01Z"),
+                        rec("WR3", "wrapping", t1)], later)
+    assert counts(got) == (1, 1, 1)
+    rows = stored(engine)
+    assert rows["WR1"]["reservation_status"] == "accepted"
+    assert rows["WR1"]["date_updated"] == datetime(2026, 11, 20, 10, 0, 9, tzinfo=UTC)
+    assert rows["WR1"]["first_loaded_at"] == NOW and rows["WR1"]["last_changed_at"] == later
+    assert rows["WR2"]["reservation_status"] == "pending"
+    assert rows["WR2"]["last_changed_at"] == NOW
+    assert rows["WR3"]["first_loaded_at"] == later
+    # the older version after the newer one changes nothing
+    assert counts(load(engine, [rec("WR1", "pending", t1)])) == (0, 0, 1)
+    assert stored(engine)["WR1"]["reservation_status"] == "accepted"
+
+
+def test_equal_date_updated_breaks_ties_by_lifecycle(engine):
+    t = "2026-11-20T10:00:05Z"
+    load(engine, [rec("WR1", "accepted", t), rec("WR2", "wrapping", t), rec("WR3", "pending", t)])
+    # later status, same second: update; earlier status, same second: unchanged
+    got = load(engine, [rec("WR1", "completed", t), rec("WR2", "accepted", t),
+                        rec("WR3", "pending", t)])
+    assert counts(got) == (0, 1, 2)
+    rows = stored(engine)
+    assert [rows[s]["reservation_status"] for s in ("WR1", "WR2", "WR3")] == [
+        "completed", "wrapping", "pending"]
+    # terminal vs terminal at the same second: equal rank, first one stays
+    assert counts(load(engine, [rec("WR1", "rejected", t)])) == (0, 0, 1)
+    assert stored(engine)["WR1"]["reservation_status"] == "completed"
+
+
+def test_unknown_statuses_load_and_rank_as_terminal(engine):
+    t = "2026-11-20T10:00:05Z"
+    assert counts(load(engine, [rec("WR1", "accepted", t), rec("WR2", "escalated", t)])) == (1 + 1, 0, 0)
+    got = load(engine, [rec("WR1", "transferred", t), rec("WR2", "wrapping", t)])
+    assert counts(got) == (0, 1, 1)
+    rows = stored(engine)
+    assert rows["WR1"]["reservation_status"] == "transferred" and rows["WR1"]["status_rank"] == 3
+    assert rows["WR2"]["reservation_status"] == "escalated"
+
+
+def test_z_and_offset_dates_are_the_same_instant(engine):
+    load(engine, [rec("WR1", "pending", "2026-11-20T10:00:05Z"),
+                  rec("WR2", "pending", "2026-11-20T05:00:05-05:00", created="2026-11-20T05:00:00-05:00")])
+    # +00:00 spelling of the stored instant is "equal", not newer
+    got = load(engine, [rec("WR1", "pending", "2026-11-20T10:00:05+00:00"),
+                        rec("WR2", "pending", "2026-11-20T10:00:05+00:00")])
+    assert counts(got) == (0, 0, 2)
+    rows = stored(engine)
+    assert rows["WR2"]["date_updated"] == datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC)
+    assert rows["WR2"]["date_created"] == datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)
+    assert counts(load(engine, [rec("WR1", "accepted", "2026-11-20T10:00:06+00:00")])) == (0, 1, 0)
+
+
+def test_duplicate_sids_in_one_batch_keep_the_newest(engine):
+    t1, t2, t3 = "2026-11-20T10:00:01Z", "2026-11-20T10:00:02Z", "2026-11-20T10:00:03Z"
+    got = load(engine, [rec("WR1", "accepted", t2), rec("WR1", "completed", t3),
+                        rec("WR1", "pending", t1), rec("WR2", "wrapping", t1),
+                        rec("WR2", "accepted", t1)])
+    assert counts(got) == (2, 0, 0)
+    rows = stored(engine)
+    assert rows["WR1"]["reservation_status"] == "completed"
+    assert rows["WR2"]["reservation_status"] == "wrapping"
+
+
+def test_hostile_and_non_ascii_strings_round_trip_byte_for_byte(engine):
+    records = [rec(f"WR{n}", "pending", "2026-11-20T10:00:05Z", name=text,
+                   links={"worker": text, "task": "t"}) for n, text in enumerate(HOSTILE)]
+    records.append(rec("WRnull", "pending", "2026-11-20T10:00:05Z", name=None))
+    assert counts(load(engine, records)) == (len(records), 0, 0)
+    rows = stored(engine)
+    for n, text in enumerate(HOSTILE):
+        got = rows[f"WR{n}"]["worker_name"]
+        assert got == text and got.encode() == text.encode(), (n, got)
+        assert rows[f"WR{n}"]["links"] == normalize_reservations([records[n]]).rows["links"][0]
+    assert rows["WRnull"]["worker_name"] is None
+    with engine.connect() as conn:  # the table survived Bobby, and the comparison is exact
+        assert conn.execute(sa.select(sa.func.count()).select_from(reservations)).scalar_one() == len(records)
+        hit = conn.execute(sa.select(reservations.c.sid).where(
+            reservations.c.worker_name == HOSTILE[4])).scalars().all()
+        assert hit == ["WR4"]
+    # an update carrying a hostile string is exact too
+    load(engine, [rec("WR0", "accepted", "2026-11-20T10:00:06Z", name=HOSTILE[3])])
+    assert stored(engine)["WR0"]["worker_name"] == HOSTILE[3]
+
+
+def test_counts_are_exact_on_a_larger_mixed_batch(engine):
+    base = datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+    def stamp(seconds: int) -> str:
+        return (base + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    first = [rec(f"WR{n:05d}", "pending", stamp(n % 50)) for n in range(6000)]
+    assert counts(load(engine, first)) == (6000, 0, 0)
+    second = []
+    for n in range(7000):
+        if n < 6000 and n % 3 == 0:
+            second.append(rec(f"WR{n:05d}", "accepted", stamp(n % 50 + 1)))  # newer
+        elif n < 6000 and n % 3 == 1:
+            second.append(rec(f"WR{n:05d}", "pending", stamp(n % 50)))  # same
+        elif n < 6000:
+            second.append(rec(f"WR{n:05d}", "completed", stamp(n % 50 - 1)))  # older
+        else:
+            second.append(rec(f"WR{n:05d}", "pending", stamp(1)))  # new
+    assert counts(load(engine, second)) == (1000, 2000, 4000)
+    rows = stored(engine)
+    assert len(rows) == 7000
+    statuses = pd.Series({s: r["reservation_status"] for s, r in rows.items()}).value_counts()
+    assert statuses.to_dict() == {"pending": 5000, "accepted": 2000}
+
+
+def test_timestamps_keep_microseconds_and_read_back_aware_utc(engine):
+    load(engine, [rec("WR1", "pending", "2026-11-20T10:00:05.123456Z")])
+    row = stored(engine)["WR1"]
+    assert row["date_updated"] == datetime(2026, 11, 20, 10, 0, 5, 123456, tzinfo=UTC)
+    assert row["date_updated"].utcoffset() == timedelta(0)
+    assert counts(load(engine, [rec("WR1", "accepted", "2026-11-20T10:00:05.123457Z")])) == (0, 1, 0)
+
+
+# -- summaries and time zones -----------------------------------------------------------------
+def dst_records() -> list[dict[str, Any]]:
+    """Reservations every 20 minutes across New York's 2026-11-01 change (06:00 UTC) and midnights."""
+    start = datetime(2026, 10, 31, 0, 0, tzinfo=UTC)
+    statuses = ["completed", "accepted", "rejected", "timeout", "pending"]
+    out = []
+    for n in range(3 * 72):
+        created = start + timedelta(minutes=20 * n)
+        text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.append(rec(f"WR{n:04d}", statuses[n % 5], text, created=text, worker=f"WK{n % 3}"))
+    return out
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
+def test_summary_days_match_pandas_tz_convert_on_every_database(engine, zone):
+    load(engine, dst_records())
+    result = refresh_changed_days(engine, zone)
+    assert result.zone == zone
+    url = engine.url.render_as_string(hide_password=False)
+    assert_summary_consistent(url, zone)
+    days = sorted(set(stored_daily_counts(url)["day"]))
+    if zone == "UTC":
+        assert days == [date(2026, 10, 31), date(2026, 11, 1), date(2026, 11, 2)]
+    else:
+        # 2026-10-31 00:00Z is still Oct 30 in New York; Nov 1 there lasts 25 hours
+        assert days == [date(2026, 10, 30), date(2026, 10, 31), date(2026, 11, 1), date(2026, 11, 2)]
+        frame = warehouse_frame(url, "reservation_daily_status_counts")
+        per_day = frame.groupby("day")["reservation_count"].sum()
+        assert int(per_day[date(2026, 11, 1)]) == 25 * 3
+
+
+def test_zone_change_rebuilds_and_never_mixes(engine):
+    url = engine.url.render_as_string(hide_password=False)
+    load(engine, dst_records())
+    refresh_changed_days(engine, "UTC")
+    assert_summary_consistent(url, "UTC")
+    result = refresh_changed_days(engine, "America/New_York")
+    assert result.rebuilt
+    assert_summary_consistent(url, "America/New_York")
+    with engine.connect() as conn:
+        assert read_state(conn, REPORTING_TIMEZONE) == "America/New_York"
+    # a backfill asked for in another zone rebuilds too
+    again = refresh_range(engine, date(2026, 11, 1), date(2026, 11, 1), "UTC")
+    assert again.rebuilt
+    assert_summary_consistent(url, "UTC")
+
+
+def test_incremental_refresh_moves_rows_between_days_and_drops_empty_groups(engine):
+    url = engine.url.render_as_string(hide_password=False)
+    zone = "America/New_York"
+    load(engine, dst_records())
+    refresh_changed_days(engine, zone)
+    later = NOW + timedelta(minutes=1)
+    # status changes only: counts move between statuses within their days
+    changed = [rec(f"WR{n:04d}", "completed", "2026-11-03T00:00:00Z",
+                   created=r["date_created"], worker=r["worker_sid"])
+               for n, r in enumerate(dst_records()) if n % 7 == 0]
+    load(engine, changed, later)
+    result = refresh_changed_days(engine, zone)
+    assert not result.rebuilt and result.days
+    assert_summary_consistent(url, zone)
+    with engine.connect() as conn:
+        zero = conn.execute(sa.select(sa.func.count()).select_from(reservation_daily_status_counts)
+                            .where(reservation_daily_status_counts.c.reservation_count <= 0)).scalar_one()
+    assert zero == 0
+    # nothing changed since: nothing refreshed
+    assert refresh_changed_days(engine, zone).days == []
