@@ -1,0 +1,309 @@
+"""Benchmark harness: the project's sync against a hand-written baseline and two ceilings.
+
+For each shape (workers x reservations) and latency it starts the emulator in its own process,
+then, repeated N times from the same seed state:
+  (a) full load into an empty warehouse, (b) a second sync with nothing changed,
+  (c) a sync after the emulator advances 60 minutes,
+for the project and the baseline, plus the fetch-only and load-only ceilings. Every loader runs in
+its own process (``benchmarks.runners``) so its peak RSS is its own. Medians and ratios come from
+the same run; nothing here asserts on time.
+
+    python benchmarks/run.py                       # the issue's shapes, SQLite (+ PostgreSQL if up)
+    python benchmarks/run.py --quick               # a tiny shape: proves the harness works
+    python benchmarks/run.py --shapes 1000x100 --latencies 0,20 --repetitions 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+ANCHOR = "2026-11-01T12:00:00+00:00"
+PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+EXTRA_MODULES = {
+    "upsert": "benchmarks.upsert_scale",
+    "faults": "benchmarks.extraction_faults",
+    "backfill": "benchmarks.backfill",
+    "shards": "benchmarks.shards",
+}
+
+
+@contextmanager
+def emulator(workers: int, reservations: int, latency_ms: float) -> Iterator[dict[str, Any]]:
+    command = [sys.executable, "-m", "pipelines.taskrouter.emulator", "--workspaces", "1",
+               "--workers", str(workers), "--reservations", str(reservations),
+               "--latency-ms", str(latency_ms), "--anchor", ANCHOR, "--prewarm"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        info = json.loads(process.stdout.readline())
+        info["pid"] = process.pid
+        yield info
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def control(info: dict[str, Any], action: str, **params: Any) -> dict[str, Any]:
+    response = requests.post(f"{info['base_url']}/_emulator/{action}", params=params,
+                             auth=(info["account_sid"], info["auth_token"]), timeout=600)
+    response.raise_for_status()
+    return response.json()
+
+
+def run_runner(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.runners", name, json.dumps(args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"runner {name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Databases:
+    """Fresh warehouses: SQLite files in a temp dir, scratch PostgreSQL databases when reachable."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+        self.created: list[str] = []
+        self.names = [n for n in names if n != "postgresql" or self._pg_reachable()]
+
+    def _pg_reachable(self) -> bool:
+        import sqlalchemy as sa
+
+        try:
+            engine = sa.create_engine(PG_ADMIN)
+            with engine.connect():
+                pass
+            engine.dispose()
+            return True
+        except Exception as error:  # noqa: BLE001
+            print(f"PostgreSQL unreachable ({type(error).__name__}): SQLite only", file=sys.stderr)
+            return False
+
+    def fresh(self, name: str) -> str:
+        if name == "sqlite":
+            return f"sqlite:///{self.tmp / f'{uuid.uuid4().hex}.db'}"
+        import sqlalchemy as sa
+
+        db = f"bench_{uuid.uuid4().hex[:10]}"
+        engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
+        engine.dispose()
+        self.created.append(db)
+        return sa.make_url(PG_ADMIN).set(database=db).render_as_string(hide_password=False)
+
+    def cleanup(self) -> None:
+        import shutil
+
+        import sqlalchemy as sa
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.created:
+            engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                for db in self.created:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            engine.dispose()
+
+
+def measure_shape(workers: int, reservations: int, latency: float, database: str, reps: int,
+                  dbs: Databases, scenarios: list[str], concurrency: int) -> list[dict[str, Any]]:
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    with emulator(workers, reservations, latency) as info:
+        common = {"base_url": info["base_url"], "account_sid": info["account_sid"],
+                  "auth_token": info["auth_token"], "concurrency": concurrency}
+        for rep in range(reps):
+            for loader in ("project", "baseline"):
+                control(info, "reset")
+                control(info, "prewarm")
+                url = dbs.fresh(database)
+                args = {**common, "warehouse_url": url, "baseline_url": url}
+                for scenario in ("full", "noop", "advance"):
+                    if scenario == "advance":
+                        control(info, "advance", minutes=60)
+                        control(info, "prewarm")
+                    if scenario not in scenarios:
+                        continue
+                    result = run_runner(loader, args)
+                    samples.setdefault((loader, scenario), []).append(result)
+                    print(f"  rep {rep + 1} {loader:8s} {scenario:7s} {result['seconds']:7.2f}s "
+                          f"{result['rows']:>9,} rows  rss {result['peak_rss_mb']:.0f} MB", flush=True)
+            control(info, "reset")
+            control(info, "prewarm")
+            for ceiling in ("fetch_only", "load_only"):
+                url = dbs.fresh(database)
+                result = run_runner(ceiling, {**common, "baseline_url": url})
+                samples.setdefault((ceiling, "full"), []).append(result)
+                print(f"  rep {rep + 1} {ceiling:10s} {result['seconds']:7.2f}s", flush=True)
+    return summarize(samples, workers, reservations, latency, database)
+
+
+def _median(results: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int, reservations: int,
+              latency: float, database: str) -> list[dict[str, Any]]:
+    fetch = _median(samples[("fetch_only", "full")], "seconds")
+    load = _median(samples[("load_only", "full")], "seconds")
+    ceiling = max(fetch, load)
+    rows_out = []
+    for (loader, scenario), results in sorted(samples.items()):
+        seconds = _median(results, "seconds")
+        rows = int(_median(results, "rows"))
+        row: dict[str, Any] = {
+            "shape": f"{workers}x{reservations}", "latency_ms": latency, "database": database,
+            "loader": loader, "scenario": scenario, "repetitions": len(results),
+            "seconds": round(seconds, 3), "rows": rows,
+            "rows_per_second": round(rows / seconds, 1) if seconds else None,
+            "requests": int(_median(results, "requests")),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
+            "written": int(_median(results, "written")) if "written" in results[0] else None,
+            "all_seconds": [round(r["seconds"], 3) for r in results],
+        }
+        if loader == "project":
+            base = samples.get(("baseline", scenario))
+            if base:
+                row["speedup_vs_baseline"] = round(_median(base, "seconds") / seconds, 2)
+            if scenario == "full":
+                row["vs_ceiling"] = round(seconds / ceiling, 2)
+            if scenario == "noop":
+                row["vs_fetch_only"] = round(seconds / fetch, 2)
+        rows_out.append(row)
+    return rows_out
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
+            f"{datetime.now(UTC):%Y-%m-%d}")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| shape | latency | db | loader | scenario | median s | rows/s | requests | written | "
+             "peak RSS MB | vs baseline | vs ceiling |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        written = "" if r["written"] is None else f"{r['written']:,}"
+        ratio = r.get("vs_ceiling", r.get("vs_fetch_only", ""))
+        ratio_text = (f"{ratio}x of {'max(fetch,load)' if 'vs_ceiling' in r else 'fetch-only'}"
+                      if ratio != "" else "")
+        lines.append(
+            f"| {r['shape']} | {r['latency_ms']:g} ms | {r['database']} | {r['loader']} | "
+            f"{r['scenario']} | {r['seconds']:.2f} | {r['rows_per_second'] or 0:,.0f} | "
+            f"{r['requests']:,} | {written} | "
+            f"{r['peak_rss_mb']:.0f} | "
+            f"{str(r['speedup_vs_baseline']) + 'x' if 'speedup_vs_baseline' in r else ''} | {ratio_text} |"
+        )
+    return "\n".join(lines)
+
+
+def generic_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def update_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    body = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in body and end in body:
+        head, rest = body.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default="1000x100,15000x100",
+                   help="comma list of WORKERSxRESERVATIONS (default: the issue's)")
+    p.add_argument("--latencies", default="0,20", help="ms per request; 20 ms only runs on the first shape")
+    p.add_argument("--databases", default="sqlite", help="sqlite and/or postgresql")
+    p.add_argument("--scenarios", default="full,noop,advance")
+    p.add_argument("--repetitions", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--quick", action="store_true", help="tiny shape, one repetition (smoke test)")
+    p.add_argument("--extras", default="", help=f"also run: {','.join(EXTRA_MODULES)} (or 'all')")
+    p.add_argument("--output", default=str(RESULTS / "latest"), help="path stem for .json and .md")
+    p.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        args.shapes, args.latencies, args.repetitions = "20x30", "0", 1
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",") if s]
+    latencies = [float(x) for x in args.latencies.split(",") if x]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    dbs = Databases([d for d in args.databases.split(",") if d])
+    rows: list[dict[str, Any]] = []
+    started = time.time()
+    try:
+        for index, (workers, reservations) in enumerate(shapes):
+            for latency in latencies:
+                if latency and index > 0:
+                    continue  # the latency shape is the first one (1.5M x 20 ms takes too long)
+                for database in dbs.names:
+                    print(f"{workers} workers x {reservations} reservations, {latency:g} ms, {database}",
+                          flush=True)
+                    rows += measure_shape(workers, reservations, latency, database,
+                                          args.repetitions, dbs, scenarios, args.concurrency)
+    finally:
+        dbs.cleanup()
+    sections = [f"Machine: {machine()}; {args.repetitions} repetition(s), medians.\n", markdown(rows)]
+    extras = list(EXTRA_MODULES) if args.extras == "all" else [e for e in args.extras.split(",") if e]
+    extra_results: dict[str, Any] = {}
+    for name in extras:
+        module = importlib.import_module(EXTRA_MODULES[name])
+        print(f"extra benchmark: {name}", flush=True)
+        extra_rows = module.run(quick=args.quick)
+        extra_results[name] = extra_rows
+        sections.append(f"\n**{name}**\n\n{generic_markdown(extra_rows)}")
+    text = "\n".join(sections)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"machine": machine(), "seconds": round(time.time() - started, 1), "rows": rows,
+         "extras": extra_results}, indent=2))
+    out.with_suffix(".md").write_text(text + "\n")
+    print("\n" + text)
+    if args.update_readme:
+        update_readme(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The loaders the harness compares, each run in its own process so its peak RSS is its own.
+
+``python -m benchmarks.runners NAME JSON_ARGS`` prints one JSON line: seconds (the work only,
+not interpreter start-up), rows, requests, peak_rss_mb and the runner's own figures.
+
+- ``project``: the project's real sync path, the functions the Dagster ``reservations`` asset
+  calls (real HTTP client, real warehouse code, summary refresh included).
+- ``baseline``: what a competent engineer writes in an hour: a sequential requests loop with
+  PageSize=1000 following next_page_url, one executemany upsert per page
+  (``ON CONFLICT(sid) DO UPDATE ... WHERE excluded.date_updated > reservations.date_updated``).
+- ``fetch_only``: the ceiling for HTTP: same paging on a pooled session and thread pool, rows
+  parsed and discarded.
+- ``load_only``: the ceiling for the database: all rows already in memory as tuples, one
+  executemany of the baseline's upsert.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+RESERVATION_COLUMNS = ["sid", "account_sid", "workspace_sid", "worker_sid", "worker_name", "task_sid",
+                       "reservation_status", "date_created", "date_updated", "url", "links"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# -- project ----------------------------------------------------------------------------------
+def project(args: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
+    from pipelines.taskrouter import TaskRouterClient
+    from pipelines.taskrouter.credentials import choose_credentials
+    from warehouse.engine import create_warehouse_engine
+    from warehouse.migrate import ensure_schema
+    from warehouse.summary import refresh_changed_days
+
+    engine = create_warehouse_engine(args["warehouse_url"])
+    ensure_schema(engine)
+    credentials = choose_credentials(args["account_sid"], args["auth_token"])
+    started = time.perf_counter()
+    with TaskRouterClient(credentials, args["base_url"],
+                          concurrency=args.get("concurrency", 8)) as client:
+        listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
+        figures = load_reservations(client, engine, listing,
+                                    batch_rows=args.get("batch_rows", 20_000))
+        refresh = refresh_changed_days(engine, "UTC")
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {
+        "seconds": seconds,
+        "rows": figures.rows_seen,
+        "requests": client.stats.requests,
+        "written": figures.inserted + figures.updated,
+        "inserted": figures.inserted,
+        "updated": figures.updated,
+        "unchanged": figures.unchanged,
+        "days_refreshed": len(refresh.days),
+    }
+
+
+# -- baseline ---------------------------------------------------------------------------------
+BASELINE_DDL = """
+CREATE TABLE IF NOT EXISTS reservations (
+    sid TEXT PRIMARY KEY, account_sid TEXT, workspace_sid TEXT, worker_sid TEXT,
+    worker_name TEXT, task_sid TEXT, reservation_status TEXT, date_created TEXT,
+    date_updated TEXT, url TEXT, links TEXT
+)"""
+
+
+def _baseline_upsert_sql(paramstyle: str) -> str:
+    mark = "?" if paramstyle == "qmark" else "%s"
+    columns = ", ".join(RESERVATION_COLUMNS)
+    values = ", ".join([mark] * len(RESERVATION_COLUMNS))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in RESERVATION_COLUMNS[1:])
+    return (f"INSERT INTO reservations ({columns}) VALUES ({values}) "
+            f"ON CONFLICT(sid) DO UPDATE SET {updates} "
+            "WHERE excluded.date_updated > reservations.date_updated")
+
+
+def _connect(url: str) -> tuple[Any, str]:
+    """A plain DB-API connection (the baseline does not use SQLAlchemy)."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        return sqlite3.connect(url[len("sqlite:///"):]), "qmark"
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    return psycopg.connect(dsn), "format"
+
+
+def _as_tuple(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["sid"], r["account_sid"], r["workspace_sid"], r["worker_sid"], r["worker_name"],
+            r["task_sid"], r["reservation_status"], r["date_created"], r["date_updated"],
+            r["url"], json.dumps(r["links"], sort_keys=True))
+
+
+def baseline(args: dict[str, Any]) -> dict[str, Any]:
+    conn, paramstyle = _connect(args["baseline_url"])
+    cur = conn.cursor()
+    cur.execute(BASELINE_DDL)
+    conn.commit()
+    sql = _baseline_upsert_sql(paramstyle)
+    session = requests.Session()
+    session.auth = (args["account_sid"], args["auth_token"])
+    base = args["base_url"]
+    started = time.perf_counter()
+    requests_made = rows = 0
+
+    def pages(url: str, params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+        nonlocal requests_made
+        while url:
+            response = session.get(url, params=params, timeout=30)
+            requests_made += 1
+            response.raise_for_status()
+            body = response.json()
+            yield body[body["meta"]["key"]]
+            url, params = body["meta"]["next_page_url"], None
+
+    for workspaces in pages(f"{base}/v1/Workspaces", {"PageSize": 1000}):
+        for ws in workspaces:
+            workers = [w for page in pages(f"{base}/v1/Workspaces/{ws['sid']}/Workers",
+                                           {"PageSize": 1000}) for w in page]
+            for worker in workers:
+                url = f"{base}/v1/Workspaces/{ws['sid']}/Workers/{worker['sid']}/Reservations"
+                for page in pages(url, {"PageSize": 1000}):
+                    cur.executemany(sql, [_as_tuple(r) for r in page])
+                    conn.commit()
+                    rows += len(page)
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"seconds": seconds, "rows": rows, "requests": requests_made}
+
+
+# -- ceilings ---------------------------------------------------------------------------------
+def _pooled_fetch(args: dict[str, Any], keep: bool) -> tuple[list[dict[str, Any]], int, int]:
+    concurrency = args.get("concurrency", 8)
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(pool_maxsize=concurrency + 2))
+    session.auth = (args["account_sid"], args["auth_token"])
+    base = args["base_url"]
+
+    def pages(url: str, params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+        while url:
+            body = orjson.loads(session.get(url, params=params, timeout=30).content)
+            yield body[body["meta"]["key"]]
+            url, params = body["meta"]["next_page_url"], None
+
+    def one_worker(path: str) -> tuple[int, int, list[dict[str, Any]]]:
+        count = requests_made = 0
+        kept: list[dict[str, Any]] = []
+        for page in pages(f"{base}{path}", {"PageSize": 1000}):
+            requests_made += 1
+            count += len(page)
+            if keep:
+                kept.extend(page)
+        return count, requests_made, kept
+
+    paths = []
+    requests_made = 0
+    for workspaces in pages(f"{base}/v1/Workspaces", {"PageSize": 1000}):
+        requests_made += 1
+        for ws in workspaces:
+            for page in pages(f"{base}/v1/Workspaces/{ws['sid']}/Workers", {"PageSize": 1000}):
+                requests_made += 1
+                paths += [f"/v1/Workspaces/{ws['sid']}/Workers/{w['sid']}/Reservations" for w in page]
+    rows = 0
+    kept: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(concurrency) as pool:
+        for count, made, records in pool.map(one_worker, paths):
+            rows += count
+            requests_made += made
+            kept.extend(records)
+    return kept, rows, requests_made
+
+
+def fetch_only(args: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    _, rows, requests_made = _pooled_fetch(args, keep=False)
+    return {"seconds": time.perf_counter() - started, "rows": rows, "requests": requests_made}
+
+
+def load_only(args: dict[str, Any]) -> dict[str, Any]:
+    records, rows, _ = _pooled_fetch(args, keep=True)  # not timed: the rows are "already in memory"
+    tuples = [_as_tuple(r) for r in records]
+    del records
+    conn, paramstyle = _connect(args["baseline_url"])
+    cur = conn.cursor()
+    cur.execute(BASELINE_DDL)
+    conn.commit()
+    started = time.perf_counter()
+    cur.executemany(_baseline_upsert_sql(paramstyle), tuples)
+    conn.commit()
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"seconds": seconds, "rows": rows, "requests": 0}
+
+
+RUNNERS = {"project": project, "baseline": baseline, "fetch_only": fetch_only, "load_only": load_only}
+
+
+def main() -> None:
+    name, raw = sys.argv[1], sys.argv[2]
+    result = RUNNERS[name](json.loads(raw))
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
