@@ -6,13 +6,18 @@ Retries are layered on well-kept libraries:
   exponentially with jitter;
 - ``tenacity`` retries what urllib3 cannot see, because it happens after the headers arrived: a
   body cut short, a reset mid-body, or a 200 whose JSON is not a TaskRouter page.
-Both are bounded in attempts and in total wait. 401/403 are never retried.
+Both layers draw on ONE budget per logical request (a thread-local count of failed attempts and
+a deadline), so a request makes at most ``max_attempts`` HTTP attempts in all, however its
+failures alternate between the layers, and stops retrying once ``max_retry_wait`` has passed.
+Every attempt, retries included, first takes a slot from the shared rate limiter. 401/403 and
+redirects are never retried or followed.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -84,17 +89,44 @@ class WorkerRead:
         return self.outcome == "ok"
 
 
+class _Budget(threading.local):
+    """Failed attempts and deadline of the one logical request this thread is making."""
+
+    failures: int = 0
+    limit: int = 0  # 0: no request of ours in progress on this thread
+    deadline: float = 0.0
+
+    def start(self, limit: int, max_wait: float) -> None:
+        self.failures, self.limit, self.deadline = 0, limit, time.monotonic() + max_wait
+
+    def spent(self) -> bool:
+        return self.limit > 0 and (
+            self.failures >= self.limit or time.monotonic() >= self.deadline
+        )
+
+
+_budget = _Budget()
+
+
 class _LimitedRetry(Retry):
-    """urllib3 Retry that counts retries and takes a rate-limit token before each one."""
+    """urllib3 Retry that shares the request's budget and runs ``on_retry`` before each retry.
+
+    ``on_retry`` counts the retry and takes a rate-limit slot, so retries obey the limit too.
+    """
 
     on_retry: Any = None
-    limiter: RateLimiter | None = None
 
     def new(self, **kw: Any) -> _LimitedRetry:
         fresh = super().new(**kw)
         fresh.on_retry = self.on_retry
-        fresh.limiter = self.limiter
         return fresh
+
+    def increment(self, *args: Any, **kwargs: Any) -> _LimitedRetry:
+        _budget.failures += 1
+        return super().increment(*args, **kwargs)
+
+    def is_exhausted(self) -> bool:
+        return super().is_exhausted() or _budget.spent()
 
     def get_backoff_time(self) -> float:
         # urllib3 retries the first failure immediately; a rate-limited API deserves a pause.
@@ -108,8 +140,6 @@ class _LimitedRetry(Retry):
         super().sleep(response)
         if self.on_retry is not None:
             self.on_retry()
-        if self.limiter is not None:
-            self.limiter.acquire()
 
 
 class _BodyFault(Exception):
@@ -125,6 +155,17 @@ def _is_body_fault(exc: BaseException) -> bool:
         # urllib3 already spent its attempts on this one; do not multiply them.
         return not (exc.args and isinstance(exc.args[0], MaxRetryError))
     return False
+
+
+def _describe(exc: BaseException) -> str:
+    """The kind of failure, without the exception text (it may carry URLs and their queries)."""
+    if isinstance(exc, _BodyFault):
+        return str(exc)
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError) and reason.reason is not None:
+        reason = reason.reason
+    inner = f" ({type(reason).__name__})" if isinstance(reason, BaseException) else ""
+    return f"{type(exc).__name__}{inner}"
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -151,6 +192,7 @@ class TaskRouterClient:
         backoff_factor: float = 0.5,
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
+        max_retry_wait: float = 120.0,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE} (TaskRouter error 20007 above)")
@@ -160,7 +202,10 @@ class TaskRouterClient:
         self.concurrency = max(1, int(concurrency))
         self.timeout = (connect_timeout, read_timeout)
         self.max_attempts = max(1, int(max_attempts))
-        self.max_total_wait = backoff_max * self.max_attempts + retry_after_max
+        # No retry starts after this many seconds; one started may still wait its backoff (at
+        # most backoff_max) or Retry-After (at most retry_after_max) plus its own timeouts.
+        self.max_retry_wait = max_retry_wait
+        self.backoff_factor, self.backoff_max = backoff_factor, backoff_max
         self.stats = ClientStats()
         self.limiter = RateLimiter(requests_per_second)
         self._auth_kind = credentials.kind
@@ -182,8 +227,7 @@ class TaskRouterClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        retry.on_retry = lambda: self.stats.add(retries=1)
-        retry.limiter = self.limiter
+        retry.on_retry = self._before_retry
         adapter = HTTPAdapter(
             pool_connections=4, pool_maxsize=self.concurrency + 2, max_retries=retry
         )
@@ -212,26 +256,45 @@ class TaskRouterClient:
         self._check_same_origin(url)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_is_body_fault),
-            stop=tenacity.stop_after_attempt(self.max_attempts)
-            | tenacity.stop_after_delay(self.max_total_wait),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=10.0),
+            stop=lambda _state: _budget.spent(),
+            wait=tenacity.wait_exponential_jitter(
+                initial=self.backoff_factor, max=self.backoff_max, jitter=self.backoff_factor
+            ),
             before_sleep=lambda _state: self.stats.add(retries=1),
             reraise=True,
         )
+        _budget.start(self.max_attempts, self.max_retry_wait)
         try:
-            return retrying(self._get_once, url, params)
+            return retrying(self._attempt, url, params)
         except (requests.exceptions.RequestException, _BodyFault) as exc:
             raise TaskRouterError(
-                f"TaskRouter request failed after retries: {type(exc).__name__}",
+                f"TaskRouter request failed after {_budget.failures} attempt(s): "
+                f"{_describe(exc)}",
                 path=urlsplit(url).path,
             ) from None
+        finally:
+            _budget.limit = 0
+
+    def _before_retry(self) -> None:
+        """Runs before every urllib3 retry: count it, then wait for a rate-limit slot."""
+        self.stats.add(retries=1, requests=1, rate_limit_wait_s=self.limiter.acquire())
+
+    def _attempt(self, url: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        self.stats.add(requests=1, rate_limit_wait_s=self.limiter.acquire())
+        try:
+            return self._get_once(url, params)
+        except BaseException as exc:
+            if _is_body_fault(exc):
+                _budget.failures += 1
+            raise
 
     def _get_once(self, url: str, params: dict[str, Any] | None) -> dict[str, Any]:
-        self.stats.add(rate_limit_wait_s=self.limiter.acquire())
-        response = self.session.get(url, params=params, timeout=self.timeout)
-        history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
-        self.stats.add(requests=1 + len(history), bytes=len(response.content))
-        if response.status_code >= 400:
+        # Redirects are not followed: credentials go to TASKROUTER_BASE_URL and nowhere else.
+        response = self.session.get(
+            url, params=params, timeout=self.timeout, allow_redirects=False
+        )
+        self.stats.add(bytes=len(response.content))
+        if response.status_code >= 300:
             raise self._error_from(response)
         try:
             body = orjson.loads(response.content)
@@ -269,6 +332,12 @@ class TaskRouterClient:
             )
         if response.status_code == 404:
             return TaskRouterNotFound(message, **kwargs)
+        if response.status_code < 400:
+            return TaskRouterError(
+                "TaskRouter answered with a redirect, which is not followed (credentials are only "
+                "sent to TASKROUTER_BASE_URL)",
+                **kwargs,
+            )
         return TaskRouterError(message, **kwargs)
 
     def _check_same_origin(self, url: str) -> None:

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import orjson
 
 from pipelines.taskrouter.emulator_world import STATUSES, World, WorldConfig, anchor_from_iso
-from pipelines.taskrouter.ratelimit import RateLimiter
+from pipelines.taskrouter.ratelimit import TokenBucket
 
 FAULT_KINDS = ("429", "500", "503", "reset", "truncated", "badjson", "slow")
 ERROR_DOCS = "https://www.twilio.com/docs/errors/"
@@ -41,10 +41,15 @@ ERROR_DOCS = "https://www.twilio.com/docs/errors/"
 class Faults:
     latency_ms: float = 0.0
     requests_per_second: float | None = None  # above it: 429 with Retry-After
+    rate_limit_burst: float | None = None  # requests allowed at once (default: rate / 5, >= 2)
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     slow_seconds: float = 2.0
-    vanish_after_listing: int = 0  # workers deleted right after the first worker listing
+    vanish_after_listing: int = 0  # workers deleted right after a complete worker listing ...
+    vanish_on_listing: int = 1  # ... the n-th one (a Dagster sync lists workers twice)
+    failing_workers: tuple[str, ...] = ()  # worker sids whose reservations always answer 500
+    next_page_base_url: str | None = None  # put next_page_url on another origin (must be refused)
+    forbidden: bool = False  # answer every API request 403 (credentials valid, access denied)
     retry_after_header: bool = True
     seed: int = 1
 
@@ -116,17 +121,19 @@ class EmulatorServer(ThreadingHTTPServer):
         self.world = world
         self.faults = faults
         self.stats = ServerStats()
-        self.limiter = RateLimiter(None)
+        self.limiter = TokenBucket(None)
         self.rng = random.Random(faults.seed)
         self.rng_lock = threading.Lock()
         self._vanished = False
+        self._listings = 0
         self.set_faults(faults)
         host, port = self.server_address[:2]
         world.base_url = f"http://{host}:{port}"
 
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults
-        self.limiter = RateLimiter(faults.requests_per_second)
+        rate = faults.requests_per_second or 0.0
+        self.limiter = TokenBucket(rate, faults.rate_limit_burst or max(2.0, rate / 5))
 
     @property
     def base_url(self) -> str:
@@ -142,23 +149,20 @@ class EmulatorServer(ThreadingHTTPServer):
             return self.rng.choice(f.fault_kinds)
 
     def over_rate_limit(self) -> bool:
-        if not self.limiter.enabled:
-            return False
-        limiter = self.limiter
-        with limiter._lock:
-            now = time.monotonic()
-            limiter._tokens = min(
-                limiter.capacity, limiter._tokens + (now - limiter._updated) * limiter.rate
-            )
-            limiter._updated = now
-            if limiter._tokens >= 1.0:
-                limiter._tokens -= 1.0
-                return False
-            return True
+        return not self.limiter.try_acquire()
+
+    def chance(self) -> float:
+        with self.rng_lock:
+            return self.rng.random()
 
     def after_worker_listing(self, workspace_sid: str) -> None:
-        if self.faults.vanish_after_listing and not self._vanished:
-            self._vanished = True
+        with self.rng_lock:
+            self._listings += 1
+            due = (self.faults.vanish_after_listing and not self._vanished
+                   and self._listings >= self.faults.vanish_on_listing)
+            if due:
+                self._vanished = True
+        if due:
             self.world.delete_workers(self.faults.vanish_after_listing, workspace_sid)
 
 
@@ -235,6 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
             with server.stats.lock:
                 server.stats.api_requests += 1
                 server.stats.arrivals.append(time.monotonic())
+            if server.faults.forbidden:
+                raise _ApiError(403, 20403, "Forbidden: these credentials may not read this account")
             if server.faults.latency_ms:
                 time.sleep(server.faults.latency_ms / 1000.0)
             if server.over_rate_limit():
@@ -243,6 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = {"Retry-After": "1"} if server.faults.retry_after_header else {}
                 raise _ApiError(429, 20429, "Too Many Requests", headers)
             fault = server.roll_fault()
+            if server.faults.failing_workers and self._is_failing_worker(parts.path):
+                with server.stats.lock:
+                    server.stats.faults["failing_worker"] += 1
+                self._send_fault_status(500)
+                return
             if fault in ("429", "500", "503"):
                 with server.stats.lock:
                     server.stats.faults[fault] += 1
@@ -260,10 +271,15 @@ class _Handler(BaseHTTPRequestHandler):
         except _ApiError as err:
             self._send_error(err)
 
+    def _is_failing_worker(self, path: str) -> bool:
+        parts = [p for p in path.split("/") if p]
+        return (len(parts) == 6 and parts[5] == "Reservations"
+                and parts[4] in self.server.faults.failing_workers)
+
     def _send_fault_status(self, status: int) -> None:
         if status == 429:
             headers = {}
-            if self.server.faults.retry_after_header and self.server.rng.random() < 0.5:
+            if self.server.faults.retry_after_header and self.server.chance() < 0.5:
                 headers["Retry-After"] = "1"
             self._send_error(_ApiError(429, 20429, "Too Many Requests", headers))
         elif status == 503:
@@ -352,6 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _meta(self, path: str, query: dict[str, str], key: str, page: int, page_size: int,
               next_token: str | None) -> dict[str, Any]:
         base = f"{self.server.base_url}{path}"
+        elsewhere = self.server.faults.next_page_base_url
+        next_base = f"{elsewhere.rstrip('/')}{path}" if elsewhere else base
         keep = {k: v for k, v in query.items() if k not in ("Page", "PageToken", "PageSize")}
         first = f"{base}?{urlencode({**keep, 'PageSize': page_size, 'Page': 0})}"
         here = {**keep, "PageSize": page_size, "Page": page}
@@ -359,7 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
             here["PageToken"] = query["PageToken"]
         nxt = None
         if next_token:
-            nxt = f"{base}?{urlencode({**keep, 'PageSize': page_size, 'Page': page + 1, 'PageToken': next_token})}"
+            nxt = f"{next_base}?{urlencode({**keep, 'PageSize': page_size, 'Page': page + 1, 'PageToken': next_token})}"
         return {
             "first_page_url": first,
             "key": key,
@@ -407,6 +425,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_emulator/delete_workers" and method == "POST":
             gone = world.delete_workers(int(query.get("count", "1")))
             self._send_json(200, {"deleted": gone})
+        elif path == "/_emulator/reset" and method == "POST":
+            world.reset()
+            self._send_json(200, {"reservations": world.reservation_count(), "clock": world.clock})
         elif path == "/_emulator/prewarm" and method == "POST":
             with world.lock:
                 n = sum(
@@ -473,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dirty", action="store_true", help="serve hostile and unusual records")
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--rps", type=float, default=None, help="rate limit; above it answer 429")
+    p.add_argument("--rps-burst", type=float, default=None, help="requests allowed at once")
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
     p.add_argument("--slow-seconds", type=float, default=2.0)
@@ -495,6 +517,7 @@ def main(argv: list[str] | None = None) -> None:
     faults = Faults(
         latency_ms=args.latency_ms,
         requests_per_second=args.rps,
+        rate_limit_burst=args.rps_burst,
         fault_rate=args.fault_rate,
         fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k),
         slow_seconds=args.slow_seconds,

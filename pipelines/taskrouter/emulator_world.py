@@ -102,11 +102,23 @@ class World:
         anchor = config.anchor or datetime.now(UTC).replace(second=0, microsecond=0)
         self.clock = int(anchor.timestamp())
         self.steps = 0
+        self._advanced: list[int] = []
         self.lock = threading.RLock()
         self._next_serial = 0
         self.workspaces: dict[str, dict[str, Any]] = {}
         self.workers: dict[str, dict[str, Worker]] = {}
         self._generate()
+
+    def reset(self) -> None:
+        """Back to the seed's initial state at the original anchor (benchmarks repeat from here)."""
+        with self.lock:
+            self.clock -= sum(self._advanced)
+            self._advanced.clear()
+            self.steps = 0
+            self._next_serial = 0
+            self.workspaces.clear()
+            self.workers.clear()
+            self._generate()
 
     # -- generation ---------------------------------------------------------------------------
     def _generate(self) -> None:
@@ -173,6 +185,7 @@ class World:
             self.steps += 1
             seconds = max(1, int(minutes * 60))
             start, self.clock = self.clock, self.clock + seconds
+            self._advanced.append(seconds)
             rng = np.random.default_rng([self.config.seed, self.steps])
             p_progress = min(1.0, minutes / 20.0)
             p_delete = min(0.5, minutes / 600.0)

@@ -7,17 +7,18 @@ import time
 
 
 class RateLimiter:
-    """A token bucket: ``acquire`` blocks until one request may go out.
+    """Spaces requests evenly: ``acquire`` reserves the next free slot and sleeps until it.
 
-    The bucket holds at most one second of tokens, so a burst never exceeds the limit by more
-    than the rate itself; ``None`` or ``0`` disables limiting.
+    Each call takes the slot ``1 / rate`` seconds after the previous one (or now, if that has
+    passed), so no burst builds up while the sync is busy elsewhere (upserting, listing) and any
+    one-second window holds at most ``rate + 1`` requests. Waiting threads are served in the
+    order they asked, and a slot is never lost. ``None`` or ``0`` disables limiting.
     """
 
     def __init__(self, requests_per_second: float | None) -> None:
         self.rate = float(requests_per_second or 0.0)
-        self.capacity = max(1.0, self.rate)
-        self._tokens = 1.0
-        self._updated = time.monotonic()
+        self.interval = 1.0 / self.rate if self.rate > 0 else 0.0
+        self._next = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -25,18 +26,45 @@ class RateLimiter:
         return self.rate > 0
 
     def acquire(self) -> float:
-        """Take one token; returns the seconds spent waiting for it."""
+        """Take one slot; returns the seconds spent waiting for it."""
         if not self.enabled:
             return 0.0
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
-                self._updated = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return waited
-                shortfall = (1.0 - self._tokens) / self.rate
-            time.sleep(shortfall)
-            waited += shortfall
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        wait = slot - now
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+class TokenBucket:
+    """A server-style limiter: ``try_acquire`` says whether a request fits, without waiting.
+
+    The emulator uses it to answer 429 the way an API gateway would: up to ``burst`` requests
+    at once, refilled at ``rate`` per second.
+    """
+
+    def __init__(self, requests_per_second: float | None, burst: float | None = None) -> None:
+        self.rate = float(requests_per_second or 0.0)
+        self.capacity = max(1.0, float(burst) if burst else 1.0)
+        self._tokens = self.capacity
+        self._updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def try_acquire(self) -> bool:
+        if not self.enabled:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
