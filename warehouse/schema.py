@@ -73,10 +73,14 @@ reservations = sa.Table(
     sa.Column("links", sa.Text),
     sa.Column("first_loaded_at", UTCDateTime, nullable=False),
     sa.Column("last_changed_at", UTCDateTime, nullable=False),
+    # 0002: set when a complete read of the worker no longer returns the sid (warehouse.deletions)
+    sa.Column("deleted_upstream_at", UTCDateTime, nullable=True),
     sa.Index(None, "workspace_sid", "date_created"),
     sa.Index(None, "worker_sid", "date_created"),
     sa.Index(None, "date_created"),
     sa.Index(None, "last_changed_at"),
+    sa.Index(None, "date_updated"),  # 0002
+    sa.Index(None, "worker_sid", "deleted_upstream_at"),  # 0002: live rows of a worker
     **MYSQL_TABLE_ARGS,
 )
 
@@ -109,6 +113,8 @@ reservation_daily_status_counts = sa.Table(
     _sid("worker_sid", primary_key=True),
     sa.Column("reservation_status", sa.String(32), primary_key=True),
     sa.Column("reservation_count", sa.Integer, nullable=False),
+    sa.Index(None, "workspace_sid", "day"),  # 0002
+    sa.Index(None, "worker_sid", "day"),  # 0002
     **MYSQL_TABLE_ARGS,
 )
 
@@ -121,5 +127,40 @@ warehouse_state = sa.Table(
     **MYSQL_TABLE_ARGS,
 )
 
-RESERVATION_COLUMNS = [c.name for c in reservations.columns]
+# 0002: every status a sync inserted or changed a reservation to (warehouse.history)
+reservation_status_history = sa.Table(
+    "reservation_status_history",
+    metadata,
+    _sid("sid", primary_key=True),
+    sa.Column("reservation_status", sa.String(32), primary_key=True),
+    sa.Column("date_updated", UTCDateTime, primary_key=True),
+    sa.Column("previous_status", sa.String(32)),
+    sa.Column("seconds_since_created", sa.BigInteger),
+    sa.Column("observed_at", UTCDateTime, nullable=False),
+    sa.Index(None, "reservation_status", "date_updated"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# 0002: records a sync could not load, once per distinct record (warehouse.quarantine)
+rejected_records = sa.Table(
+    "rejected_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("entity", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    _sid("sid"),
+    _sid("workspace_sid"),
+    _sid("worker_sid"),
+    sa.Column("raw", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
+    sa.Column("first_rejected_at", UTCDateTime, nullable=False),
+    sa.Column("last_rejected_at", UTCDateTime, nullable=False),
+    sa.Column("times_rejected", sa.Integer, nullable=False),
+    sa.UniqueConstraint("fingerprint"),
+    sa.Index(None, "first_rejected_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# Columns the reservation upsert writes; deleted_upstream_at belongs to warehouse.deletions.
+RESERVATION_COLUMNS = [c.name for c in reservations.columns if c.name != "deleted_upstream_at"]
 WORKER_COLUMNS = [c.name for c in workers.columns]

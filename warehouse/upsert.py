@@ -14,7 +14,7 @@ sorted by sid so concurrent writers take row locks in the same order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -35,6 +35,11 @@ class UpsertCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    # The rows this call wrote (sid, reservation_status, previous_status (None when inserted),
+    # date_created, date_updated): the status history is derived from it in the same transaction.
+    written_rows: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    # Incoming sids the warehouse had marked deleted upstream: they came back (warehouse.deletions).
+    returned_sids: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def __iadd__(self, other: UpsertCounts) -> UpsertCounts:
         self.inserted += other.inserted
@@ -152,14 +157,20 @@ def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
     for start in range(0, len(sids), LOOKUP_CHUNK):
         chunk = sids[start : start + LOOKUP_CHUNK]
         rows = conn.execute(
-            sa.select(c.sid, c.date_updated, c.status_rank).where(c.sid.in_(chunk))
+            sa.select(c.sid, c.date_updated, c.status_rank, c.reservation_status,
+                      c.deleted_upstream_at.is_not(None))
+            .where(c.sid.in_(chunk))
         ).all()
         if rows:
-            parts.append(pd.DataFrame(rows, columns=["sid", "stored_date", "stored_rank"]))
+            parts.append(pd.DataFrame(
+                rows, columns=["sid", "stored_date", "stored_rank", "stored_status",
+                               "stored_deleted"]))
     if not parts:
         return pd.DataFrame({"sid": pd.Series([], dtype=object),
                              "stored_date": pd.Series([], dtype="datetime64[ns, UTC]"),
-                             "stored_rank": pd.Series([], dtype="float64")})
+                             "stored_rank": pd.Series([], dtype="float64"),
+                             "stored_status": pd.Series([], dtype=object),
+                             "stored_deleted": pd.Series([], dtype=object)})
     stored = pd.concat(parts, ignore_index=True)
     stored["stored_date"] = pd.to_datetime(stored["stored_date"], utc=True)
     return stored
@@ -182,8 +193,15 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> 
         (incoming > known)
         | ((incoming == known) & (merged["status_rank"] > merged["stored_rank"]))
     )
-    to_write = merged[is_new | is_newer].drop(columns=["stored_date", "stored_rank"])
+    written = merged[is_new | is_newer]
+    to_write = written.drop(
+        columns=["stored_date", "stored_rank", "stored_status", "stored_deleted"])
     counts = UpsertCounts(int(is_new.sum()), int(is_newer.sum()), int((~is_new & ~is_newer).sum()))
+    counts.written_rows = written[
+        ["sid", "reservation_status", "stored_status", "date_created", "date_updated"]
+    ].rename(columns={"stored_status": "previous_status"}).reset_index(drop=True)
+    counts.returned_sids = merged.loc[merged["stored_deleted"].fillna(False).astype(bool),
+                                      "sid"].tolist()
     if not to_write.empty:
         stamp = pd.Timestamp(now).tz_convert("UTC")
         to_write = to_write.assign(first_loaded_at=stamp, last_changed_at=stamp)

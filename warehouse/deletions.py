@@ -1,0 +1,98 @@
+"""``reservations.deleted_upstream_at``: which reservations TaskRouter no longer returns.
+
+TaskRouter deletes completed and canceled tasks (and their reservations) minutes after they end;
+the warehouse keeps them and records when a sync first noticed. Only a *complete* read of a
+worker's reservations can prove a sid is gone, so the loader calls ``reconcile_workers`` with the
+workers it read completely and every sid those reads returned; partial or failed reads are never
+passed. The work is set-based: one indexed read of the workers' rows still live in the warehouse
+(``ix_reservations_worker_sid_deleted_upstream_at``) and chunked ``UPDATE ... WHERE sid IN``.
+
+Marking touches neither ``last_changed_at`` nor the upsert counts: the row's data did not change,
+the daily summaries count deleted rows too, so nothing needs refreshing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from warehouse.schema import reservations
+
+WORKER_CHUNK = 500
+SID_CHUNK = 2000
+_c = reservations.c
+
+
+@dataclass
+class DeletionCounts:
+    marked: int = 0  # newly found deleted upstream
+    returned: int = 0  # marked before, returned again by TaskRouter (mark cleared)
+
+    def __iadd__(self, other: DeletionCounts) -> DeletionCounts:
+        self.marked += other.marked
+        self.returned += other.returned
+        return self
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
+
+
+def live_sids(conn: Connection, worker_sids: Sequence[str]) -> set[str]:
+    """Sids of these workers that the warehouse still believes exist upstream."""
+    found: set[str] = set()
+    for chunk in _chunks(worker_sids, WORKER_CHUNK):
+        found.update(conn.execute(
+            sa.select(_c.sid).where(_c.worker_sid.in_(chunk), _c.deleted_upstream_at.is_(None))
+        ).scalars())
+    return found
+
+
+def mark_deleted(conn: Connection, sids: Collection[str], now: datetime) -> int:
+    marked = 0
+    for chunk in _chunks(sorted(sids), SID_CHUNK):
+        marked += conn.execute(
+            reservations.update()
+            .where(_c.sid.in_(chunk), _c.deleted_upstream_at.is_(None))
+            .values(deleted_upstream_at=now)
+        ).rowcount
+    return marked
+
+
+def clear_deleted(conn: Connection, sids: Collection[str]) -> int:
+    cleared = 0
+    for chunk in _chunks(sorted(sids), SID_CHUNK):
+        cleared += conn.execute(
+            reservations.update()
+            .where(_c.sid.in_(chunk), _c.deleted_upstream_at.is_not(None))
+            .values(deleted_upstream_at=None)
+        ).rowcount
+    return cleared
+
+
+def reconcile_workers(
+    conn: Connection,
+    worker_sids: Sequence[str],
+    seen_sids: Collection[str],
+    now: datetime,
+    returned_sids: Collection[str] = (),
+) -> DeletionCounts:
+    """Mark what complete reads of ``worker_sids`` no longer returned; clear what came back.
+
+    ``seen_sids``: every sid those reads returned (loaded or rejected). ``returned_sids``: seen
+    sids known to be marked (``UpsertCounts.returned_sids`` reads it with the upsert's lookup).
+    """
+    counts = DeletionCounts()
+    if returned_sids:
+        counts.returned = clear_deleted(conn, returned_sids)
+    if worker_sids:
+        seen = seen_sids if isinstance(seen_sids, set | frozenset) else set(seen_sids)
+        gone = live_sids(conn, worker_sids) - seen
+        if gone:
+            counts.marked = mark_deleted(conn, gone, now)
+    return counts
