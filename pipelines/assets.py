@@ -29,6 +29,7 @@ from warehouse.summary import SummaryRefresh, refresh_changed_days, refresh_rang
 
 GROUP = "taskrouter"
 SUMMARY_KEY = dg.AssetKey("reservation_daily_status_counts")
+TASKROUTER_POOL = "taskrouter_api"  # concurrency pool of every step that calls the TaskRouter API
 
 
 def table_schema(table: sa.Table) -> dg.TableSchema:
@@ -52,6 +53,10 @@ def figures_metadata(figures: SyncFigures) -> dict[str, Any]:
         "updated": figures.updated,
         "unchanged": figures.unchanged,
         "rejected": figures.rejected,
+        "quarantined": figures.quarantined,
+        "history_rows": figures.history_rows,
+        "deleted_upstream": figures.deleted_upstream,
+        "returned_upstream": figures.returned_upstream,
         "rows_seen": figures.rows_seen,
         "workspaces": figures.workspaces,
         "workers": figures.workers,
@@ -90,6 +95,7 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
         group_name=GROUP,
         kinds={"twilio", "sql"},
         description="Every TaskRouter worker of the configured workspaces (table `workers`).",
+        pool=TASKROUTER_POOL,
         metadata={"dagster/column_schema": table_schema(workers_table)},
     )
     def workers(
@@ -115,6 +121,7 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
             "Every reservation of every worker, upserted on date_updated (table `reservations`). "
             "Also refreshes the summary days its changes touched."
         ),
+        pool=TASKROUTER_POOL,
         metadata={"dagster/column_schema": table_schema(reservations_table)},
     )
     def reservations(

@@ -12,8 +12,14 @@ import os
 import dagster as dg
 
 from pipelines.assets import build_assets
+from pipelines.checks import build_checks
 from pipelines.resources import TaskRouterResource, WarehouseResource
-from pipelines.schedules import build_sync_job, build_sync_schedule
+from pipelines.schedules import (
+    build_daily_checks_job,
+    build_daily_checks_schedule,
+    build_sync_job,
+    build_sync_schedule,
+)
 from pipelines.settings import load_settings
 from warehouse.engine import DEFAULT_WAREHOUSE_URL
 
@@ -26,10 +32,11 @@ def build_definitions() -> dg.Definitions:
     settings = load_settings()
     assets, _daily = build_assets(settings)
     sync_job = build_sync_job()
-    schedule = build_sync_schedule(
-        sync_job,
-        settings.sync_cron,
-        running=os.environ.get("SYNC_SCHEDULE_RUNNING", "").strip() in ("1", "true", "yes"),
+    running = os.environ.get("SYNC_SCHEDULE_RUNNING", "").strip() in ("1", "true", "yes")
+    schedule = build_sync_schedule(sync_job, settings.sync_cron, running=running)
+    checks_job = build_daily_checks_job()
+    checks_schedule = build_daily_checks_schedule(
+        checks_job, os.environ.get("DAILY_CHECKS_CRON", "").strip() or "0 6 * * *", running=running
     )
     taskrouter = TaskRouterResource(
         account_sid=_env_or_none("TWILIO_ACCOUNT_SID"),
@@ -52,8 +59,9 @@ def build_definitions() -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[sync_job],
-        schedules=[schedule],
+        asset_checks=build_checks(settings),
+        jobs=[sync_job, checks_job],
+        schedules=[schedule, checks_schedule],
         resources={"taskrouter": taskrouter, "warehouse": warehouse},
     )
 

@@ -1,9 +1,12 @@
-"""The sync job and its schedule, which never starts a sync while another is in flight."""
+"""Jobs and schedules: the sync (never two at once) and the daily full-table checks."""
 
 
 import dagster as dg
 
+from pipelines.checks import FRESHNESS_CHECK, RESERVATIONS, SUMMARY, WORKERS
+
 SYNC_JOB = "taskrouter_sync"
+DAILY_CHECKS_JOB = "taskrouter_daily_checks"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -11,17 +14,43 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+SUMMARY_TOTALS_CHECK = dg.AssetCheckKey(SUMMARY, "day_totals_match_reservations")
+
+
+def _default_status(running: bool) -> dg.DefaultScheduleStatus:
+    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
 
 
 def build_sync_job() -> dg.JobDefinition:
+    """Workers, reservations (which refresh the changed summary days) and the cheap checks.
+
+    The checks of the two assets come with them; the summary-totals check is added (it runs
+    after ``reservations``, over the days this sync touched); freshness is left to the daily
+    job, since right after a sync it is trivially true.
+    """
     return dg.define_asset_job(
         SYNC_JOB,
-        selection=dg.AssetSelection.assets("workers", "reservations"),
+        selection=(
+            dg.AssetSelection.assets(WORKERS, RESERVATIONS)
+            - dg.AssetSelection.checks(FRESHNESS_CHECK)
+        ) | dg.AssetSelection.checks(SUMMARY_TOTALS_CHECK),
         description=(
-            "One complete sync: workers, every worker's reservations, and the summary days "
-            "those changes touched."
+            "One complete sync: workers, every worker's reservations, the summary days those "
+            "changes touched, and checks over the rows this run changed."
         ),
         tags={"dagster/max_retries": "0"},
+    )
+
+
+def build_daily_checks_job() -> dg.JobDefinition:
+    """Every asset check over whole tables; materializes nothing, never calls TaskRouter."""
+    return dg.define_asset_job(
+        DAILY_CHECKS_JOB,
+        selection=dg.AssetSelection.checks_for_assets(WORKERS, RESERVATIONS, SUMMARY),
+        description=(
+            "Full-table data-quality checks (unique sids, required columns, date order, "
+            "unknown statuses, summary totals) and sync freshness. Read-only."
+        ),
     )
 
 
@@ -32,12 +61,11 @@ def build_sync_schedule(job: dg.JobDefinition, cron: str,
         job=job,
         cron_schedule=cron,
         execution_timezone="UTC",
-        default_status=(
-            dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
-        ),
+        default_status=_default_status(running),
         description=(
-            "Syncs TaskRouter on SYNC_CRON. TaskRouter deletes finished tasks minutes after they "
-            "end, so keep this frequent. A tick while a sync is in flight is skipped."
+            "Syncs TaskRouter on SYNC_CRON (default every 5 minutes, UTC). TaskRouter deletes "
+            "finished tasks minutes after they end, so keep this frequent. A tick while a sync "
+            "is in flight is skipped. Starts stopped unless SYNC_SCHEDULE_RUNNING=1."
         ),
     )
     def taskrouter_sync_schedule(context: dg.ScheduleEvaluationContext):  # type: ignore[no-untyped-def]
@@ -50,3 +78,18 @@ def build_sync_schedule(job: dg.JobDefinition, cron: str,
         return dg.RunRequest()
 
     return taskrouter_sync_schedule
+
+
+def build_daily_checks_schedule(job: dg.JobDefinition, cron: str,
+                                running: bool) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name=f"{DAILY_CHECKS_JOB}_schedule",
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=_default_status(running),
+        description=(
+            "Runs the full-table checks on DAILY_CHECKS_CRON (default 06:00 UTC). Starts "
+            "stopped unless SYNC_SCHEDULE_RUNNING=1."
+        ),
+    )
