@@ -19,12 +19,16 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
+from warehouse.deletions import reconcile_workers
+from warehouse.history import record_status_changes
 from warehouse.normalize import Rejected, normalize_reservations, normalize_workers
+from warehouse.quarantine import quarantine, rejected_sids
 from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_ROWS = 20_000
 PROGRESS_EVERY_S = 5.0
+MAX_WORKERS_PER_BATCH = 2000  # workers with no reservations still need their deletions checked
 
 
 @dataclass
@@ -41,6 +45,10 @@ class SyncFigures:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    quarantined: int = 0  # rejects never seen before, now in rejected_records
+    history_rows: int = 0  # rows added to reservation_status_history
+    deleted_upstream: int = 0  # reservations newly marked deleted_upstream_at
+    returned_upstream: int = 0  # marked reservations TaskRouter returned again (mark cleared)
     batches: int = 0
     pages: int = 0
     requests: int = 0
@@ -97,7 +105,9 @@ def load_workers(
         normalized = normalize_workers(records)
         figures.rejected += len(normalized.rejected)
         with engine.begin() as conn:
-            figures.add_counts(upsert_workers(conn, normalized.rows, datetime.now(UTC)))
+            now = datetime.now(UTC)
+            figures.add_counts(upsert_workers(conn, normalized.rows, now))
+            figures.quarantined += quarantine(conn, normalized.rejected, now, entity="worker")
         listing[ws] = normalized.rows["sid"].tolist()
         figures.workers += len(listing[ws])
         figures.rows_seen += len(records)
@@ -139,25 +149,62 @@ class _Progress:
 
 
 def _batches(reads: Iterator[WorkerRead], batch_rows: int,
-             figures: SyncFigures) -> Iterator[list[dict[str, Any]]]:
-    """Group worker reads into batches of about ``batch_rows`` records, recording outcomes."""
+             figures: SyncFigures) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+    """Group worker reads into batches of about ``batch_rows`` records, recording outcomes.
+
+    Yields (records, workers whose reservations are known completely: read to the last page, or
+    404: the worker and all its reservations are gone). A worker never spans two batches.
+    """
     batch: list[dict[str, Any]] = []
+    complete: list[str] = []
     for read in reads:
         figures.workers_read += 1
         if read.outcome == "not_found":
             figures.workers_skipped.append(read.worker_sid)
             log.info("worker %s vanished before its reservations were read: skipped", read.worker_sid)
+            complete.append(read.worker_sid)
             continue
         if read.outcome == "failed":
             figures.workers_failed.append(read.worker_sid)
             log.warning("worker %s failed after retries: %s", read.worker_sid, read.error)
             continue
         batch.extend(read.records)
-        if len(batch) >= batch_rows:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        complete.append(read.worker_sid)
+        if len(batch) >= batch_rows or len(complete) >= MAX_WORKERS_PER_BATCH:
+            yield batch, complete
+            batch, complete = [], []
+    if batch or complete:
+        yield batch, complete
+
+
+@dataclass
+class BatchResult:
+    counts: UpsertCounts
+    rejected: list[Rejected]
+    quarantined: int = 0
+    history_rows: int = 0
+    deleted_upstream: int = 0
+    returned_upstream: int = 0
+
+
+def load_batch(engine: Engine, records: list[Any], complete_workers: list[str] | None = None,
+               now: datetime | None = None) -> BatchResult:
+    """Normalize and load one batch in ONE transaction: upsert, status history, quarantine,
+    and (for ``complete_workers``, whose full reservation lists ``records`` hold) upstream
+    deletions. Pass ``complete_workers=None`` when the reads were filtered or partial.
+    """
+    normalized = normalize_reservations(records)
+    with engine.begin() as conn:
+        now = now or datetime.now(UTC)
+        counts = upsert_reservations(conn, normalized.rows, now)
+        result = BatchResult(counts, normalized.rejected)
+        result.history_rows = record_status_changes(conn, counts.written_rows, now)
+        result.quarantined = quarantine(conn, normalized.rejected, now)
+        if complete_workers is not None:
+            seen = set(normalized.rows["sid"].tolist()) | rejected_sids(normalized.rejected)
+            deletions = reconcile_workers(conn, complete_workers, seen, now, counts.returned_sids)
+            result.deleted_upstream, result.returned_upstream = deletions.marked, deletions.returned
+    return result
 
 
 def load_reservations(
@@ -182,14 +229,18 @@ def load_reservations(
     meter = _Progress(total, client, progress)
     for ws, worker_sids in workers_by_workspace.items():
         reads = client.read_reservations(ws, worker_sids, status=status)
-        for records in _batches(reads, batch_rows, figures):
-            normalized = normalize_reservations(records)
+        for records, complete in _batches(reads, batch_rows, figures):
             figures.rows_seen += len(records)
-            figures.rejected += len(normalized.rejected)
-            if normalized.rejected and on_rejects is not None:
-                on_rejects(normalized.rejected)
-            with engine.begin() as conn:
-                figures.add_counts(upsert_reservations(conn, normalized.rows, datetime.now(UTC)))
+            # a ReservationStatus filter reads a subset: it can prove no deletion
+            batch = load_batch(engine, records, complete if status is None else None)
+            figures.add_counts(batch.counts)
+            figures.rejected += len(batch.rejected)
+            figures.quarantined += batch.quarantined
+            figures.history_rows += batch.history_rows
+            figures.deleted_upstream += batch.deleted_upstream
+            figures.returned_upstream += batch.returned_upstream
+            if batch.rejected and on_rejects is not None:
+                on_rejects(batch.rejected)
             figures.batches += 1
             meter.tick(figures)
     _add_client_figures(figures, client, before)
