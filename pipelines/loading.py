@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
-from warehouse.deletions import reconcile_workers
+from warehouse.deletions import reconcile_workers, record_sids
 from warehouse.history import record_status_changes
 from warehouse.normalize import Rejected, normalize_reservations, normalize_workers
-from warehouse.quarantine import quarantine, rejected_sids
+from warehouse.quarantine import quarantine
 from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,9 @@ def load_batch(engine: Engine, records: list[Any], complete_workers: list[str] |
         result.history_rows = record_status_changes(conn, counts.written_rows, now)
         result.quarantined = quarantine(conn, normalized.rejected, now)
         if complete_workers is not None:
-            seen = set(normalized.rows["sid"].tolist()) | rejected_sids(normalized.rejected)
-            deletions = reconcile_workers(conn, complete_workers, seen, now, counts.returned_sids)
+            # every sid the reads returned (valid or not): TaskRouter still has them
+            deletions = reconcile_workers(conn, complete_workers, record_sids(records), now,
+                                          counts.returned_sids)
             result.deleted_upstream, result.returned_upstream = deletions.marked, deletions.returned
     return result
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -41,6 +42,12 @@ class DeletionCounts:
 def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
     for start in range(0, len(values), size):
         yield list(values[start : start + size])
+
+
+def record_sids(records: Iterable[Any]) -> set[str]:
+    """The sids of raw API records, including ones normalization would reject."""
+    return {sid for r in records
+            if isinstance(r, dict) and isinstance(sid := r.get("sid"), str) and sid}
 
 
 def live_sids(conn: Connection, worker_sids: Sequence[str]) -> set[str]:

@@ -41,11 +41,6 @@ def _text_field(record: Any, name: str) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= SID_LENGTH else None
 
 
-def rejected_sids(rejected: Sequence[Rejected]) -> set[str]:
-    """Sids of rejected records that have a usable one (they still exist upstream)."""
-    return {sid for r in rejected if (sid := _text_field(r.record, "sid"))}
-
-
 @lru_cache(maxsize=8)
 def _insert_if_absent(dialect: Dialect) -> sa.Insert:
     if dialect.name == "postgresql":
