@@ -1,0 +1,29 @@
+"""`make bench` must keep working: run the harness on a tiny shape (figures are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_ROOT
+
+
+def test_bench_harness_runs_on_a_tiny_shape(tmp_path):
+    stem = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--output", str(stem)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    results = json.loads(stem.with_suffix(".json").read_text())
+    by_key = {(r["loader"], r["scenario"]): r for r in results["rows"]}
+    for key in [("project", "full"), ("project", "noop"), ("project", "advance"),
+                ("baseline", "full"), ("fetch_only", "full"), ("load_only", "full")]:
+        assert key in by_key, key
+    full, noop = by_key[("project", "full")], by_key[("project", "noop")]
+    assert full["rows"] == 20 * 30 and full["written"] == 600
+    assert noop["written"] == 0, "a second sync with nothing changed must write nothing"
+    assert by_key[("project", "advance")]["written"] > 0
+    assert "speedup_vs_baseline" in full and "vs_ceiling" in full and full["peak_rss_mb"] > 0
+    assert "| project | full |" in stem.with_suffix(".md").read_text()
