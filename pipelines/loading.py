@@ -127,9 +127,11 @@ class _Progress:
     """Logs a progress line every few seconds: workers, rows, requests, retries, rate, time left."""
 
     def __init__(self, total_workers: int, client: TaskRouterClient, emit: ProgressCallback | None,
-                 every: float = PROGRESS_EVERY_S) -> None:
-        self.total, self.client, self.emit, self.every = total_workers, client, emit, every
+                 every: float | None = None) -> None:
+        self.total, self.client, self.emit = total_workers, client, emit
+        self.every = PROGRESS_EVERY_S if every is None else every
         self.started = self.last = time.monotonic()
+        self.before = client.stats.snapshot()
 
     def tick(self, figures: SyncFigures, force: bool = False) -> None:
         now = time.monotonic()
@@ -139,17 +141,19 @@ class _Progress:
         elapsed = max(now - self.started, 1e-6)
         done = figures.workers_read
         rate = figures.rows_seen / elapsed
-        left = (elapsed / done) * (self.total - done) if done else float("nan")
+        eta = f"~{(elapsed / done) * (self.total - done):,.0f}s left" if done else "ETA unknown"
         stats = self.client.stats.snapshot()
+        requests = int(stats["requests"] - self.before["requests"])
+        retries = int(stats["retries"] - self.before["retries"])
         self.emit(
             f"progress: workers {done}/{self.total}, rows {figures.rows_seen} "
-            f"(+{figures.inserted} new, {figures.updated} updated), requests {stats['requests']}, "
-            f"retries {stats['retries']}, {rate:,.0f} rows/s, ~{left:,.0f}s left"
+            f"(+{figures.inserted} new, {figures.updated} updated), requests {requests}, "
+            f"retries {retries}, {rate:,.0f} rows/s, {eta}"
         )
 
 
-def _batches(reads: Iterator[WorkerRead], batch_rows: int,
-             figures: SyncFigures) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+def _batches(reads: Iterator[WorkerRead], batch_rows: int, figures: SyncFigures,
+             meter: _Progress | None = None) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
     """Group worker reads into batches of about ``batch_rows`` records, recording outcomes.
 
     Yields (records, workers whose reservations are known completely: read to the last page, or
@@ -159,6 +163,10 @@ def _batches(reads: Iterator[WorkerRead], batch_rows: int,
     complete: list[str] = []
     for read in reads:
         figures.workers_read += 1
+        if read.outcome == "ok":
+            figures.rows_seen += len(read.records)
+        if meter is not None:
+            meter.tick(figures)
         if read.outcome == "not_found":
             figures.workers_skipped.append(read.worker_sid)
             log.info("worker %s vanished before its reservations were read: skipped", read.worker_sid)
@@ -230,8 +238,7 @@ def load_reservations(
     meter = _Progress(total, client, progress)
     for ws, worker_sids in workers_by_workspace.items():
         reads = client.read_reservations(ws, worker_sids, status=status)
-        for records, complete in _batches(reads, batch_rows, figures):
-            figures.rows_seen += len(records)
+        for records, complete in _batches(reads, batch_rows, figures, meter):
             # a ReservationStatus filter reads a subset: it can prove no deletion
             batch = load_batch(engine, records, complete if status is None else None)
             figures.add_counts(batch.counts)
