@@ -90,7 +90,7 @@ def test_history_and_deletions_follow_the_emulator_clock(world_emulator, engine)
     assert history_keys(engine) == {(s, st, d) for s, (st, d, _) in truth.items()}
     assert table(engine, reservation_status_history)["previous_status"].isna().all()
 
-    for step in range(2):
+    for _ in range(2):
         before = table(engine, reservations).set_index("sid")
         marks_before = deleted_marks(engine)
         history_before = history_keys(engine)
