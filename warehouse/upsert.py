@@ -5,7 +5,9 @@ same transaction: new sids are inserted, strictly newer versions (or equal ``dat
 a later lifecycle status) update, everything else is counted unchanged and not written at all.
 The write itself is still conditional (``ON CONFLICT ... DO UPDATE ... WHERE`` on
 PostgreSQL/SQLite, per-column ``IF`` on MySQL with ``date_updated`` assigned last), so a
-concurrent writer with a newer version can never be overwritten by an older one.
+concurrent writer with a newer version can never be overwritten by an older one. Writers
+first take a per-table writer lock (``lock_writers``), so two loads running at once write
+batch after batch: counts stay exact and they cannot deadlock each other.
 
 Rows go to the driver's ``executemany`` as plain tuples, pre-formatted per dialect with pandas,
 sorted by sid so concurrent writers take row locks in the same order.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -24,7 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
-from warehouse.schema import RESERVATION_COLUMNS, WORKER_COLUMNS, reservations, workers
+from warehouse.schema import (
+    RESERVATION_COLUMNS,
+    WORKER_COLUMNS,
+    reservations,
+    warehouse_state,
+    workers,
+)
 
 LOOKUP_CHUNK = 2000
 WRITE_CHUNK = 5000
@@ -176,6 +184,39 @@ def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
     return stored
 
 
+# -- one writer at a time per table ----------------------------------------------------------
+RESERVATIONS_WRITER = "writer_lock:reservations"
+WORKERS_WRITER = "writer_lock:workers"
+
+
+def lock_writers(conn: Connection, key: str = RESERVATIONS_WRITER) -> None:
+    """Take the table's writer lock for the rest of ``conn``'s transaction.
+
+    Concurrent loads then write batch after batch instead of interleaving inside one: the
+    classification read below sees every committed row and nothing can change it before the
+    write, so counts (and the written rows the status history uses) stay exact, and row-lock
+    deadlocks between two loads cannot happen. PostgreSQL/MySQL: ``SELECT ... FOR UPDATE`` of a
+    ``warehouse_state`` row (created on first use). SQLite: ``BEGIN IMMEDIATE`` (waits on the
+    busy timeout), so the read and the write are one write transaction.
+    """
+    if conn.dialect.name == "sqlite":
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is not None and not dbapi.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    query = (sa.select(warehouse_state.c.key).where(warehouse_state.c.key == key)
+             .with_for_update())
+    if conn.execute(query).first() is not None:
+        return
+    try:  # first load ever: create the lock row in its own transaction (racing is fine)
+        with conn.engine.begin() as other:
+            other.execute(warehouse_state.insert().values(
+                key=key, value=None, updated_at=datetime.now(UTC)))
+    except sa.exc.IntegrityError:
+        pass
+    conn.execute(query).first()
+
+
 def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> UpsertCounts:
     """Write the new and newer rows of a normalized batch; returns exact counts.
 
@@ -184,6 +225,7 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> 
     """
     if rows.empty:
         return UpsertCounts()
+    lock_writers(conn, RESERVATIONS_WRITER)
     stored = _stored_versions(conn, rows["sid"].tolist())
     merged = rows.merge(stored, on="sid", how="left")
     is_new = merged["stored_date"].isna()
@@ -217,6 +259,7 @@ def upsert_workers(conn: Connection, rows: pd.DataFrame, now: datetime) -> Upser
     """Insert new workers and rewrite the ones whose fields changed; the rest are untouched."""
     if rows.empty:
         return UpsertCounts()
+    lock_writers(conn, WORKERS_WRITER)
     sids = rows["sid"].tolist()
     stored_parts = []
     for start in range(0, len(sids), LOOKUP_CHUNK):
