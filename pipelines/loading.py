@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
 from warehouse.deletions import reconcile_workers, record_sids
+from warehouse.engine import run_in_transaction
 from warehouse.history import record_status_changes
-from warehouse.normalize import Rejected, normalize_reservations, normalize_workers
+from warehouse.normalize import Normalized, Rejected, normalize_reservations, normalize_workers
 from warehouse.quarantine import quarantine
 from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 
@@ -104,10 +105,15 @@ def load_workers(
         records = client.list_workers(ws)
         normalized = normalize_workers(records)
         figures.rejected += len(normalized.rejected)
-        with engine.begin() as conn:
+
+        def work(conn: Connection, normalized: Normalized = normalized) -> tuple[UpsertCounts, int]:
             now = datetime.now(UTC)
-            figures.add_counts(upsert_workers(conn, normalized.rows, now))
-            figures.quarantined += quarantine(conn, normalized.rejected, now, entity="worker")
+            return (upsert_workers(conn, normalized.rows, now),
+                    quarantine(conn, normalized.rejected, now, entity="worker"))
+
+        counts, quarantined = run_in_transaction(engine, work, what="worker upsert")
+        figures.add_counts(counts)
+        figures.quarantined += quarantined
         listing[ws] = normalized.rows["sid"].tolist()
         figures.workers += len(listing[ws])
         figures.rows_seen += len(records)
@@ -202,18 +208,22 @@ def load_batch(engine: Engine, records: list[Any], complete_workers: list[str] |
     deletions. Pass ``complete_workers=None`` when the reads were filtered or partial.
     """
     normalized = normalize_reservations(records)
-    with engine.begin() as conn:
-        now = now or datetime.now(UTC)
-        counts = upsert_reservations(conn, normalized.rows, now)
+
+    def work(conn: Connection) -> BatchResult:
+        stamp = now or datetime.now(UTC)
+        counts = upsert_reservations(conn, normalized.rows, stamp)
         result = BatchResult(counts, normalized.rejected)
-        result.history_rows = record_status_changes(conn, counts.written_rows, now)
-        result.quarantined = quarantine(conn, normalized.rejected, now)
+        result.history_rows = record_status_changes(conn, counts.written_rows, stamp)
+        result.quarantined = quarantine(conn, normalized.rejected, stamp)
         if complete_workers is not None:
             # every sid the reads returned (valid or not): TaskRouter still has them
-            deletions = reconcile_workers(conn, complete_workers, record_sids(records), now,
+            deletions = reconcile_workers(conn, complete_workers, record_sids(records), stamp,
                                           counts.returned_sids)
             result.deleted_upstream, result.returned_upstream = deletions.marked, deletions.returned
-    return result
+        return result
+
+    # replayed whole if the database aborts it as a deadlock/serialization failure
+    return run_in_transaction(engine, work, what="reservation batch")
 
 
 def load_reservations(
