@@ -153,3 +153,24 @@ def test_full_downgrade_and_upgrade_round_trip(engine):
     assert not table_names(engine) - {migrate.VERSION_TABLE}
     upgrade(engine)
     assert schema_differences(engine) == []
+
+
+def test_a_sync_refuses_an_old_schema_when_told_not_to_migrate_and_upgrades_otherwise(
+    sync_env, monkeypatch
+):
+    from tests.helpers import run_sync_job
+
+    engine = create_warehouse_engine(sync_env["WAREHOUSE_URL"])
+    try:
+        upgrade(engine, BASELINE)
+        monkeypatch.setenv("WAREHOUSE_AUTO_MIGRATE", "0")
+        refused = run_sync_job(raise_on_error=False)
+        assert not refused.success
+        failures = [e for e in refused.all_events if e.is_step_failure]
+        assert failures and "make migrate" in failures[0].step_failure_data.error.to_string()
+        assert current_revision(engine) == BASELINE
+        monkeypatch.delenv("WAREHOUSE_AUTO_MIGRATE")
+        assert run_sync_job().success
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
