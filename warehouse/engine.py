@@ -19,11 +19,16 @@ T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WAREHOUSE_URL = "sqlite:///data/warehouse.db"
 
+# Bare dialects get the shipped drivers. ``mariadb+pymysql`` runs on SQLAlchemy's MySQL dialect
+# (which detects MariaDB by itself): the ``mariadb`` dialect ignores the ``mysql_*`` table
+# options, so its CREATE TABLEs would silently take the server's default charset (e.g. latin1)
+# instead of utf8mb4.
 _DRIVERS = {
     "postgresql": "postgresql+psycopg",
     "postgres": "postgresql+psycopg",
     "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
+    "mariadb": "mysql+pymysql",
+    "mariadb+pymysql": "mysql+pymysql",
 }
 
 
@@ -41,9 +46,9 @@ def normalize_url(raw: str | URL | None, root: Path = PROJECT_ROOT) -> URL:
             "WAREHOUSE_URL is not a SQLAlchemy URL (expected e.g. sqlite:///data/warehouse.db, "
             "postgresql://user@host/db or mysql://user@host/db)"
         ) from None
-    backend = url.get_backend_name()
     if url.drivername in _DRIVERS:
         url = url.set(drivername=_DRIVERS[url.drivername])
+    backend = url.get_backend_name()
     if backend == "sqlite":
         database = url.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -53,7 +58,8 @@ def normalize_url(raw: str | URL | None, root: Path = PROJECT_ROOT) -> URL:
             path.parent.mkdir(parents=True, exist_ok=True)
             url = url.set(database=str(path))
     elif backend in ("mysql", "mariadb"):
-        if "charset" not in url.query:
+        # utf8mb4 on the connection too: MySQL's "utf8" is 3-byte and cannot carry emoji
+        if url.query.get("charset", "utf8") in ("utf8", "utf8mb3"):
             url = url.update_query_dict({"charset": "utf8mb4"})
     elif backend != "postgresql":
         raise WarehouseUrlError(

@@ -23,6 +23,8 @@ metadata = sa.MetaData(
     }
 )
 MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+# the same options for SQLAlchemy's "mariadb" dialect, which ignores the mysql_* ones
+MYSQL_TABLE_ARGS |= {k.replace("mysql_", "mariadb_"): v for k, v in list(MYSQL_TABLE_ARGS.items())}
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
