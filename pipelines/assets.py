@@ -5,6 +5,7 @@ summary days that changed, report the figures.
 """
 
 
+import time
 from datetime import date
 from typing import Any
 
@@ -110,6 +111,7 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
         context.log.info(f"workers: {figures.as_dict()}")
         return dg.MaterializeResult(
             metadata={"dagster/row_count": total, **figures_metadata(figures),
+                      "dagster/column_schema": table_schema(workers_table),
                       "warehouse": warehouse.display_url()}
         )
 
@@ -142,8 +144,10 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
             "dagster/row_count": total,
             **figures_metadata(figures),
             "days_refreshed": len(refresh.days),
+            "summary_days": dg.MetadataValue.json(days_listing(refresh.days)),
             "summary_rows": refresh.rows,
             "reporting_timezone": refresh.zone,
+            "dagster/column_schema": table_schema(reservations_table),
             "warehouse": warehouse.display_url(),
         }
         context.log.info(f"reservations: {figures.as_dict()}; summary days {len(refresh.days)}")
@@ -177,11 +181,14 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
     def reservation_daily_status_counts(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        started = time.monotonic()
         key_range = context.partition_key_range
         first, last = date.fromisoformat(key_range.start), date.fromisoformat(key_range.end)
         with warehouse.engine() as engine:
             refresh = refresh_range(engine, first, last, warehouse.reporting_timezone)
+            seconds = time.monotonic() - started
             table = status_markdown(engine, first, last)
+            reservations_in_range = sum_counts(engine, first, last)
         context.log.info(
             f"summary {first}..{last}: {len(refresh.days)} day(s), {refresh.rows} row(s)"
             + (" (zone changed: rebuilt every day)" if refresh.rebuilt else "")
@@ -190,10 +197,13 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
             metadata={
                 "dagster/row_count": refresh.rows,
                 "days_refreshed": len(refresh.days),
+                "reservations": reservations_in_range,
+                "seconds": round(seconds, 3),
                 "first_day": str(first),
                 "last_day": str(last),
                 "reporting_timezone": refresh.zone,
                 "counts_by_status": dg.MetadataValue.md(table),
+                "dagster/column_schema": table_schema(counts_table),
             }
         )
 
@@ -215,22 +225,48 @@ def record_summary_days(
         return
     valid = set(daily.get_partition_keys())
     c = counts_table.c
+    wanted = [d for d in refresh.days if d.isoformat() in valid]
+    per_day: dict[date, dict[str, tuple[int, int]]] = {d: {} for d in wanted}
     with engine.connect() as conn:
-        per_day = dict(
-            conn.execute(
-                sa.select(c.day, sa.func.count())
-                .where(c.day.in_(refresh.days))
-                .group_by(c.day)
-            ).all()
-        )
-    for day in refresh.days:
-        key = day.isoformat()
-        if key in valid:
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=SUMMARY_KEY,
-                    partition=key,
-                    metadata={"dagster/row_count": int(per_day.get(day, 0)),
-                              "refreshed_by": "taskrouter_sync"},
-                )
+        for start in range(0, len(wanted), 500):  # rows and reservations per day and status
+            for day, status, rows, total in conn.execute(
+                sa.select(c.day, c.reservation_status, sa.func.count(),
+                          sa.func.sum(c.reservation_count))
+                .where(c.day.in_(wanted[start:start + 500]))
+                .group_by(c.day, c.reservation_status)
+            ):
+                key = day if isinstance(day, date) else date.fromisoformat(str(day))
+                per_day.setdefault(key, {})[str(status)] = (int(rows), int(total))
+    for day in wanted:
+        statuses = per_day.get(day, {})
+        lines = ["| status | reservations |", "|---|---:|"]
+        lines += [f"| {s} | {total} |" for s, (_rows, total) in sorted(statuses.items())]
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=SUMMARY_KEY,
+                partition=day.isoformat(),
+                metadata={
+                    "dagster/row_count": sum(rows for rows, _t in statuses.values()),
+                    "reservations": sum(total for _r, total in statuses.values()),
+                    "counts_by_status": dg.MetadataValue.md("\n".join(lines)),
+                    "refreshed_by": "taskrouter_sync",
+                },
             )
+        )
+
+
+def days_listing(days: list[date], limit: int = 100) -> list[str]:
+    """The refreshed days for metadata: all of them, or the first and last ``limit // 2``."""
+    keys = [d.isoformat() for d in sorted(days)]
+    if len(keys) <= limit:
+        return keys
+    return [*keys[:limit // 2], f"... {len(keys) - limit} more ...", *keys[-(limit // 2):]]
+
+
+def sum_counts(engine: Engine, first: date, last: date) -> int:
+    c = counts_table.c
+    with engine.connect() as conn:
+        total = conn.execute(
+            sa.select(sa.func.sum(c.reservation_count)).where(c.day >= first, c.day <= last)
+        ).scalar_one()
+    return int(total or 0)

@@ -72,6 +72,9 @@ def test_thirty_day_backfill_is_one_run_and_recomputes_exactly_the_range(
         assert meta["days_refreshed"] == 30
         assert (meta["first_day"], meta["last_day"]) == (first.isoformat(), last.isoformat())
         assert "| status | reservations |" in meta["counts_by_status"]
+        assert meta["reservations"] == int(in_range(expected, first, last)["reservation_count"].sum())
+        assert isinstance(meta["seconds"], float)
+        assert "reservation_count" in {c.name for c in meta["dagster/column_schema"].columns}
         status = instance.get_status_by_partition(SUMMARY, [first.isoformat(), last.isoformat()],
                                                   defs_partitions(sync_env))
         assert set(status.values()) == {dg.AssetPartitionStatus.MATERIALIZED}
