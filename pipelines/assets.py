@@ -15,18 +15,14 @@ from sqlalchemy.engine import Engine
 
 from pipelines.loading import (
     SyncFigures,
-    WorkersFailed,
-    list_workers_by_workspace,
-    load_reservations,
     load_workers,
     resolve_workspaces,
 )
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.settings import Settings
 from warehouse.schema import reservation_daily_status_counts as counts_table
-from warehouse.schema import reservations as reservations_table
 from warehouse.schema import workers as workers_table
-from warehouse.summary import SummaryRefresh, refresh_changed_days, refresh_range
+from warehouse.summary import SummaryRefresh, refresh_range
 
 GROUP = "taskrouter"
 SUMMARY_KEY = dg.AssetKey("reservation_daily_status_counts")
@@ -115,55 +111,10 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
                       "warehouse": warehouse.display_url()}
         )
 
-    @dg.asset(
-        group_name=GROUP,
-        kinds={"twilio", "sql"},
-        deps=[workers],
-        description=(
-            "Every reservation of every worker, upserted on date_updated (table `reservations`). "
-            "Also refreshes the summary days its changes touched."
-        ),
-        pool=TASKROUTER_POOL,
-        metadata={"dagster/column_schema": table_schema(reservations_table)},
-    )
-    def reservations(
-        context: dg.AssetExecutionContext,
-        taskrouter: TaskRouterResource,
-        warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
-        with taskrouter.client() as client, warehouse.engine() as engine:
-            workspaces = resolve_workspaces(client, taskrouter.configured_workspaces())
-            listing = list_workers_by_workspace(client, workspaces)
-            figures = load_reservations(
-                client, engine, listing, batch_rows=settings.batch_rows, progress=context.log.info
-            )
-            refresh = refresh_changed_days(engine, warehouse.reporting_timezone)
-            record_summary_days(context, refresh, daily, engine)
-            total = count_rows(engine, reservations_table)
-        metadata = {
-            "dagster/row_count": total,
-            **figures_metadata(figures),
-            "days_refreshed": len(refresh.days),
-            "summary_days": dg.MetadataValue.json(days_listing(refresh.days)),
-            "summary_rows": refresh.rows,
-            "reporting_timezone": refresh.zone,
-            "dagster/column_schema": table_schema(reservations_table),
-            "warehouse": warehouse.display_url(),
-        }
-        context.log.info(f"reservations: {figures.as_dict()}; summary days {len(refresh.days)}")
-        if figures.workers_skipped:
-            context.log.warning(
-                f"{len(figures.workers_skipped)} worker(s) vanished upstream and were skipped: "
-                + ", ".join(figures.workers_skipped[:20])
-            )
-        if figures.workers_failed:
-            context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
-            error = WorkersFailed(figures)
-            raise dg.Failure(description=str(error), metadata={
-                "workers_failed": dg.MetadataValue.json(figures.workers_failed[:500]),
-                **figures_metadata(figures),
-            })
-        return dg.MaterializeResult(metadata=metadata)
+    # graph-backed: plan -> one step per shard -> summary refresh once (pipelines/sharding.py)
+    from pipelines.sharding import build_reservations_asset  # imports this module's helpers
+
+    reservations = build_reservations_asset(settings, daily, workers)
 
     @dg.asset(
         group_name=GROUP,

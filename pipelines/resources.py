@@ -39,7 +39,8 @@ class TaskRouterResource(dg.ConfigurableResource):
         return [s.strip() for s in self.workspace_sids.split(",") if s.strip()]
 
     @contextmanager
-    def client(self) -> Iterator[TaskRouterClient]:
+    def client(self, requests_per_second: float | None = None) -> Iterator[TaskRouterClient]:
+        """A client; ``requests_per_second`` overrides the budget (a shard gets its share)."""
         credentials = choose_credentials(
             self.account_sid, self.auth_token, self.api_key_sid, self.api_key_secret
         )
@@ -48,7 +49,7 @@ class TaskRouterResource(dg.ConfigurableResource):
             self.base_url,
             page_size=self.page_size,
             concurrency=self.concurrency,
-            requests_per_second=self.requests_per_second,
+            requests_per_second=requests_per_second or self.requests_per_second,
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,
             max_attempts=self.max_attempts,

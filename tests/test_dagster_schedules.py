@@ -107,8 +107,11 @@ def test_project_instance_config_is_valid_and_pools_the_taskrouter_api(defs, tmp
     assert concurrency.pool_config.default_pool_limit == 1
     assert concurrency.run_queue_config is not None
     assert concurrency.run_queue_config.max_concurrent_runs == 4
-    for name in ("workers", "reservations"):
-        assert defs.resolve_assets_def(name).op.pool == "taskrouter_api"
+    assert defs.resolve_assets_def("workers").op.pool == "taskrouter_api"
+    # reservations is graph-backed (pipelines/sharding.py): its steps that call TaskRouter pool
+    graph = defs.resolve_assets_def("reservations").node_def
+    pools = {op.name: op.pool for op in graph.iterate_op_defs()}
+    assert pools["plan_shards"] == pools["load_shard"] == "taskrouter_api"
     assert defs.resolve_assets_def("reservation_daily_status_counts").op.pool is None
 
 

@@ -1,0 +1,293 @@
+"""The reservations sync split into shards that Dagster runs as separate steps.
+
+``reservations`` is a graph-backed asset of three ops:
+
+1. ``plan_shards`` lists the workspaces and decides, at run time, how many shards to run
+   (``SYNC_SHARDS``, or the op's ``shards`` config; SQLite always gets one, since it takes one
+   writer at a time). It fans out one ``dg.DynamicOutput`` per shard.
+2. ``load_shard`` (one step per shard) lists its workspace's workers, keeps those whose sid
+   hashes (crc32, stable in every process, unlike Python's salted ``hash()``) into its bucket,
+   and runs ``pipelines.loading.load_reservations`` on them: the same code as an unsharded sync.
+3. ``finish_sync`` runs once after every shard: adds up the figures, refreshes the changed
+   summary days from persisted state (exactly as an unsharded sync does), and reports.
+
+Shards by workspace first, then by hash within a workspace: with N shards and W workspaces,
+N >= W splits each workspace into about N / W hash buckets; N < W gives each shard whole
+workspaces. The shards together read every worker exactly once, so together they are one sync.
+
+The account's request budget (``TASKROUTER_REQUESTS_PER_SECOND``) is divided evenly among the
+shards: each shard's client gets ``rate / N`` in its own token bucket, so the sum never exceeds
+the budget on any executor (processes, pods, hosts) with no shared state. The steps also keep the
+``taskrouter_api`` concurrency pool, which caps how many API-calling steps run at once on the
+deployment; raise its limit to N to run N shards in parallel (see deploy/executors.md).
+"""
+
+
+import os
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import dagster as dg
+
+from pipelines.assets import (
+    GROUP,
+    TASKROUTER_POOL,
+    count_rows,
+    days_listing,
+    figures_metadata,
+    record_summary_days,
+    table_schema,
+)
+from pipelines.loading import (
+    SyncFigures,
+    WorkersFailed,
+    list_workers_by_workspace,
+    load_reservations,
+    resolve_workspaces,
+)
+from pipelines.resources import TaskRouterResource, WarehouseResource
+from pipelines.settings import Settings
+from warehouse.schema import reservations as reservations_table
+from warehouse.summary import refresh_changed_days
+
+SHARDS_ENV = "SYNC_SHARDS"
+SHARD_RETRIES_ENV = "SYNC_SHARD_RETRIES"
+RESERVATIONS_KEY = dg.AssetKey("reservations")
+MAX_SHARDS = 256
+
+
+def worker_bucket(worker_sid: str, buckets: int) -> int:
+    """The bucket of a worker: crc32 of its sid mod ``buckets``, identical in every process."""
+    return zlib.crc32(worker_sid.encode("utf-8")) % buckets
+
+
+@dataclass(frozen=True)
+class ShardPart:
+    """The workers of one workspace whose sid falls in ``bucket`` of ``buckets``."""
+
+    workspace_sid: str
+    bucket: int = 0
+    buckets: int = 1
+
+    def keeps(self, worker_sid: str) -> bool:
+        return self.buckets == 1 or worker_bucket(worker_sid, self.buckets) == self.bucket
+
+    def describe(self) -> str:
+        whole = self.buckets == 1
+        return self.workspace_sid + ("" if whole else f" (bucket {self.bucket + 1}/{self.buckets})")
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One shard: what it reads and its share of the request budget. Small, so cheap to pass."""
+
+    index: int
+    count: int
+    parts: tuple[ShardPart, ...]
+    requests_per_second: float | None = None
+    planned_at: float = 0.0  # wall clock (time.time) when the run planned its shards
+
+    @property
+    def key(self) -> str:
+        """Dagster mapping key (letters, digits, underscores)."""
+        return f"shard_{self.index + 1}_of_{self.count}"
+
+    def describe(self) -> str:
+        return f"{self.key}: " + ", ".join(p.describe() for p in self.parts)
+
+    def select(self, workers_by_workspace: dict[str, list[str]]) -> dict[str, list[str]]:
+        """This shard's workers out of full workspace listings."""
+        selected: dict[str, list[str]] = {}
+        for part in self.parts:
+            sids = workers_by_workspace.get(part.workspace_sid, [])
+            selected[part.workspace_sid] = [s for s in sids if part.keeps(s)]
+        return selected
+
+
+@dataclass
+class ShardResult:
+    """What one shard step hands to ``finish_sync``."""
+
+    spec: ShardSpec
+    figures: SyncFigures
+
+
+def plan_shards(workspace_sids: list[str], shards: int,
+                requests_per_second: float | None = None,
+                planned_at: float = 0.0) -> list[ShardSpec]:
+    """Split the workspaces into ``shards`` shards (fewer only when there are no workspaces).
+
+    N >= W: workspace i gets N // W buckets, the first N % W workspaces one more.
+    N < W: shard j reads whole workspaces j, j + N, j + 2N, ...
+    """
+    shards = max(1, int(shards))
+    if not workspace_sids:
+        return []
+    rate = requests_per_second / shards if requests_per_second else None
+    groups: list[tuple[ShardPart, ...]] = []
+    if shards >= len(workspace_sids):
+        base, extra = divmod(shards, len(workspace_sids))
+        for i, ws in enumerate(workspace_sids):
+            buckets = base + (1 if i < extra else 0)
+            groups += [(ShardPart(ws, b, buckets),) for b in range(buckets)]
+    else:
+        groups = [tuple(ShardPart(ws) for ws in workspace_sids[j::shards]) for j in range(shards)]
+    return [ShardSpec(i, len(groups), parts, rate, planned_at) for i, parts in enumerate(groups)]
+
+
+def requested_shards(configured: int) -> int:
+    """The op's config when set (> 0), else ``SYNC_SHARDS`` as it is when the step runs."""
+    if configured > 0:
+        return min(configured, MAX_SHARDS)
+    raw = os.environ.get(SHARDS_ENV, "").strip()
+    if not raw:
+        return 1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{SHARDS_ENV}={raw!r} is not a whole number (shards per sync, e.g. 4)") from None
+    if value < 1:
+        raise ValueError(f"{SHARDS_ENV}={raw!r} must be at least 1")
+    return min(value, MAX_SHARDS)
+
+
+def merge_figures(parts: Iterable[SyncFigures]) -> SyncFigures:
+    """Add up the shards' figures: counters sum, lists concatenate (every field, new ones too)."""
+    total = SyncFigures()
+    for figures in parts:
+        for f in fields(SyncFigures):
+            mine, theirs = getattr(total, f.name), getattr(figures, f.name)
+            if isinstance(mine, list):
+                mine.extend(theirs)
+            elif isinstance(mine, int | float) and not isinstance(mine, bool):
+                setattr(total, f.name, mine + theirs)
+    return total
+
+
+def shard_retry_policy() -> dg.RetryPolicy | None:
+    """Dagster retries a shard whose step raised (database dropped, process died), not one that
+    merely has failed workers: those were already retried request by request."""
+    raw = os.environ.get(SHARD_RETRIES_ENV, "").strip() or "1"
+    retries = int(raw)
+    if retries <= 0:
+        return None
+    return dg.RetryPolicy(max_retries=retries, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+
+class ShardingConfig(dg.Config):
+    """Run config of ``plan_shards``: 0 means ``SYNC_SHARDS`` (default 1)."""
+
+    shards: int = 0
+
+
+def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefinition,
+                             workers: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """The ``reservations`` asset as plan -> shards (fan-out) -> finish (once)."""
+
+    @dg.op(
+        name="plan_shards",
+        ins={"workers": dg.In(dg.Nothing)},
+        out=dg.DynamicOut(ShardSpec),
+        pool=TASKROUTER_POOL,
+        description="Lists the workspaces and decides how many shards this run loads.",
+    )
+    def plan_shards_op(context: dg.OpExecutionContext, config: ShardingConfig,
+                       taskrouter: TaskRouterResource, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+        wanted = requested_shards(config.shards)
+        # migrate (if needed) here, once, before shards open the warehouse concurrently
+        with warehouse.engine() as engine:
+            dialect = engine.dialect.name
+        with taskrouter.client() as client:
+            workspaces = resolve_workspaces(client, taskrouter.configured_workspaces())
+        shards = wanted
+        if dialect == "sqlite" and wanted > 1:
+            shards = 1
+            context.log.warning(
+                f"SQLite warehouse: running 1 shard instead of {wanted} ({SHARDS_ENV}), because "
+                "SQLite takes one writer at a time; use PostgreSQL or MySQL to shard the sync"
+            )
+        specs = plan_shards(workspaces, shards, taskrouter.requests_per_second, time.time())
+        rate = (f"; {specs[0].requests_per_second:g} requests/s each"
+                if specs and specs[0].requests_per_second else "")
+        context.log.info(f"{len(workspaces)} workspace(s) in {len(specs)} shard(s){rate}: "
+                         + "; ".join(s.describe() for s in specs))
+        for spec in specs:
+            yield dg.DynamicOutput(spec, mapping_key=spec.key)
+
+    @dg.op(
+        pool=TASKROUTER_POOL,
+        retry_policy=shard_retry_policy(),
+        description="Reads one shard's workers' reservations and upserts them.",
+    )
+    def load_shard(context: dg.OpExecutionContext, spec: ShardSpec,
+                   taskrouter: TaskRouterResource, warehouse: WarehouseResource) -> ShardResult:
+        context.log.info(f"loading {spec.describe()}")
+        with taskrouter.client(spec.requests_per_second) as client, warehouse.engine() as engine:
+            listing = list_workers_by_workspace(client, [p.workspace_sid for p in spec.parts])
+            mine = spec.select(listing)
+            figures = load_reservations(client, engine, mine, batch_rows=settings.batch_rows,
+                                        progress=context.log.info)
+        context.log.info(f"{spec.key}: {figures.as_dict()}")
+        if figures.workers_failed:
+            # not raised here: the summary refresh still runs for everything that loaded, and
+            # finish_sync fails the run naming this shard
+            context.log.warning(f"{spec.key}: {WorkersFailed(figures)}")
+        return ShardResult(spec, figures)
+
+    @dg.op(description="Once after every shard: adds up the figures, refreshes the changed "
+           "summary days, reports (and fails the run if any worker could not be read).")
+    def finish_sync(context: dg.OpExecutionContext, shards: list[ShardResult],
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+        figures = merge_figures(r.figures for r in shards)
+        figures.workspaces = len({p.workspace_sid for r in shards for p in r.spec.parts})
+        planned = min((r.spec.planned_at for r in shards), default=0.0)
+        figures.seconds = time.time() - planned if planned else figures.seconds  # wall, all shards
+        failing = [r.spec.key for r in shards if r.figures.workers_failed]
+        with warehouse.engine() as engine:
+            refresh = refresh_changed_days(engine, warehouse.reporting_timezone)
+            record_summary_days(context, refresh, daily, engine)  # type: ignore[arg-type]
+            total = count_rows(engine, reservations_table)
+        metadata: dict[str, Any] = {
+            "dagster/row_count": total,
+            **figures_metadata(figures),
+            "shards": len(shards),
+            "days_refreshed": len(refresh.days),
+            "summary_days": dg.MetadataValue.json(days_listing(refresh.days)),
+            "summary_rows": refresh.rows,
+            "reporting_timezone": refresh.zone,
+            "dagster/column_schema": table_schema(reservations_table),
+            "warehouse": warehouse.display_url(),
+        }
+        context.log.info(f"reservations: {figures.as_dict()}; summary days {len(refresh.days)}")
+        if figures.workers_skipped:
+            context.log.warning(
+                f"{len(figures.workers_skipped)} worker(s) vanished upstream and were skipped: "
+                + ", ".join(figures.workers_skipped[:20])
+            )
+        if figures.workers_failed:
+            context.log_event(dg.AssetObservation(asset_key=RESERVATIONS_KEY, metadata=metadata))
+            failed = {"workers_failed": dg.MetadataValue.json(figures.workers_failed[:500]),
+                      "shards_failed": dg.MetadataValue.json(failing)}
+            raise dg.Failure(description=f"{WorkersFailed(figures)} (in {', '.join(failing)})",
+                             metadata={**failed, **figures_metadata(figures)})
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.graph_asset(
+        name="reservations",
+        group_name=GROUP,
+        kinds={"twilio", "sql"},
+        ins={"workers": dg.AssetIn(key=workers.key, dagster_type=dg.Nothing)},
+        description=(
+            "Every reservation of every worker, upserted on date_updated (table `reservations`), "
+            f"loaded in {SHARDS_ENV} shards (by workspace, then by a hash of the worker sid) "
+            "that run as separate steps. Also refreshes the summary days its changes touched."
+        ),
+        metadata={"dagster/column_schema": table_schema(reservations_table)},
+    )
+    def reservations(workers):  # type: ignore[no-untyped-def]
+        return finish_sync(plan_shards_op(workers).map(load_shard).collect())
+
+    return reservations
