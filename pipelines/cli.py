@@ -237,7 +237,7 @@ def dev_main(argv: list[str] | None = None) -> int:
     if _has_twilio_credentials():
         print("Twilio credentials found: the UI runs against TASKROUTER_BASE_URL "
               f"({os.environ.get('TASKROUTER_BASE_URL', 'https://taskrouter.twilio.com')}).")
-        return subprocess.call(command, cwd=PROJECT_ROOT)
+        return _run_until_stopped(command)
     state = _load_demo_state()
     with running_emulator(["--workspaces", "2", "--workers", "25", "--reservations", "40",
                            "--anchor", state["anchor"]]) as emu:
@@ -245,10 +245,28 @@ def dev_main(argv: list[str] | None = None) -> int:
         env.update({"TASKROUTER_BASE_URL": emu["base_url"], "TWILIO_ACCOUNT_SID": emu["account_sid"],
                     "TWILIO_AUTH_TOKEN": emu["auth_token"]})
         print(f"No Twilio credentials set: the UI runs against the local emulator at {emu['base_url']}.")
+        return _run_until_stopped(command, env)
+
+
+def _run_until_stopped(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Run ``dagster dev`` and stop it (and so its webserver and daemon) when we are stopped."""
+    import signal
+
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)  # dagster dev shuts its services down on SIGINT
         try:
-            return subprocess.call(command, cwd=PROJECT_ROOT, env=env)
-        except KeyboardInterrupt:
-            return 0
+            return child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return 1
 
 
 def main() -> None:
