@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
-from warehouse.engine import create_warehouse_engine, run_in_transaction
+from warehouse.engine import create_warehouse_engine, is_retryable, run_in_transaction
 from warehouse.lifecycle import status_rank
 from warehouse.migrate import ensure_schema
 from warehouse.normalize import normalize_reservations
-from warehouse.schema import reservations
+from warehouse.schema import reservations, warehouse_state
 from warehouse.upsert import upsert_reservations
 
 SIDS = 1500
@@ -120,3 +122,63 @@ def test_two_processes_converge_on_the_newest_version(warehouse_url):
     wrong = [sid for sid in expected if got[sid] != expected[sid]]
     assert not wrong, f"{len(wrong)} rows not at their newest version, e.g. {wrong[:3]}"
     assert all(rank == status_rank(status) for _sid, _u, status, rank in rows)
+
+
+@pytest.mark.parametrize("server", ["postgres_url", "mariadb_url"])
+def test_a_real_deadlock_is_replayed_not_raised(server, request):
+    """Two transactions lock two rows in opposite orders: the server kills one as a deadlock
+    (PG 40P01, MariaDB 1213); ``run_in_transaction`` replays it and both succeed."""
+    url = request.getfixturevalue(server)
+    engine = create_warehouse_engine(url)
+    ensure_schema(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(warehouse_state.insert(), [{"key": k, "value": "0", "updated_at": now}
+                                                for k in ("dl_a", "dl_b")])
+    barrier = threading.Barrier(2, timeout=30)
+    calls: list[str] = []
+    seen_errors: list[bool] = []
+
+    def bump(conn: sa.Connection, key: str, value: str) -> None:
+        conn.execute(warehouse_state.update().where(warehouse_state.c.key == key)
+                     .values(value=value, updated_at=datetime.now(UTC)))
+
+    def work_for(first: str, second: str, name: str):
+        def work(conn: sa.Connection) -> str:
+            calls.append(name)
+            bump(conn, first, name)
+            if calls.count(name) == 1:  # only the first attempt waits for the other
+                barrier.wait()
+            bump(conn, second, name)
+            return name
+        return work
+
+    def runner(first: str, second: str, name: str, out: list[Any]) -> None:
+        try:
+            out.append(run_in_transaction(engine, work_for(first, second, name), attempts=4))
+        except Exception as error:  # noqa: BLE001 - asserted below
+            seen_errors.append(is_retryable(error))
+            out.append(error)
+
+    results: list[Any] = []
+    threads = [threading.Thread(target=runner, args=("dl_a", "dl_b", "one", results)),
+               threading.Thread(target=runner, args=("dl_b", "dl_a", "two", results))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    engine.dispose()
+    assert sorted(results) == ["one", "two"], results
+    assert len(calls) == 3, calls  # exactly one transaction was replayed
+    assert not seen_errors
+
+
+def test_is_retryable_reads_the_driver_codes():
+    class Pg(Exception):
+        sqlstate = "40P01"
+
+    assert is_retryable(sa.exc.OperationalError("x", {}, Pg()))
+    assert is_retryable(sa.exc.OperationalError("x", {}, Exception(1213, "Deadlock found")))
+    assert is_retryable(sa.exc.OperationalError("x", {}, Exception(1205, "Lock wait timeout")))
+    assert not is_retryable(sa.exc.IntegrityError("x", {}, Exception(1062, "Duplicate")))
+    assert not is_retryable(ValueError("not a database error"))
