@@ -105,6 +105,7 @@ def test_project_instance_config_is_valid_and_pools_the_taskrouter_api(defs, tmp
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         concurrency = instance.get_concurrency_config()
     assert concurrency.pool_config.default_pool_limit == 1
+    assert concurrency.pool_config.pool_granularity.value == "run"
     assert concurrency.run_queue_config is not None
     assert concurrency.run_queue_config.max_concurrent_runs == 4
     assert defs.resolve_assets_def("workers").op.pool == "taskrouter_api"
@@ -120,5 +121,23 @@ def test_production_instance_config_names_postgres_storage():
     storage = config["storage"]["postgres"]["postgres_db"]
     assert storage["username"] == {"env": "DAGSTER_PG_USERNAME"}
     assert storage["password"] == {"env": "DAGSTER_PG_PASSWORD"}
-    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["concurrency"]["pools"] == {"default_limit": 1, "granularity": "run"}
     assert config["run_coordinator"]["module"] == "dagster.core.run_coordinator"
+
+
+def test_a_slot_left_by_a_killed_sync_does_not_hang_the_next_headless_sync(
+    emulator, sync_env, tmp_path: Path
+):
+    """A `make sync` killed mid-run leaves its run STARTED and its pool slot claimed; with
+    run-level pools the next headless sync still runs (op-level pools would wait forever)."""
+    home = Path(sync_env["DAGSTER_HOME"])
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / ".dagster_home" / "dagster.yaml").read_text())
+    from tests.helpers import run_sync_job
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        dead = add_run(instance, "taskrouter_sync", dg.DagsterRunStatus.STARTED)
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default("taskrouter_api")
+        claim = storage.claim_concurrency_slot("taskrouter_api", dead, "reservations")
+        assert claim.is_claimed
+        assert run_sync_job(instance).success
