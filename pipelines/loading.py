@@ -217,8 +217,11 @@ def load_batch(engine: Engine, records: list[Any], complete_workers: list[str] |
         result.quarantined = quarantine(conn, normalized.rejected, stamp)
         if complete_workers is not None:
             # every sid the reads returned (valid or not): TaskRouter still has them
+            # upserted rows are now stored and live under their worker: counting them lets
+            # workers that lost nothing skip the sid comparison
+            known_live = normalized.rows["worker_sid"].value_counts().to_dict()
             deletions = reconcile_workers(conn, complete_workers, record_sids(records), stamp,
-                                          counts.returned_sids)
+                                          counts.returned_sids, known_live)
             result.deleted_upstream, result.returned_upstream = deletions.marked, deletions.returned
         return result
 
