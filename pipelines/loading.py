@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -249,21 +250,34 @@ def load_reservations(
     total = sum(len(v) for v in workers_by_workspace.values())
     figures = SyncFigures(workspaces=len(workers_by_workspace), workers=total)
     meter = _Progress(total, client, progress)
-    for ws, worker_sids in workers_by_workspace.items():
-        reads = client.read_reservations(ws, worker_sids, status=status)
-        for records, complete in _batches(reads, batch_rows, figures, meter):
-            # a ReservationStatus filter reads a subset: it can prove no deletion
-            batch = load_batch(engine, records, complete if status is None else None)
-            figures.add_counts(batch.counts)
-            figures.rejected += len(batch.rejected)
-            figures.quarantined += batch.quarantined
-            figures.history_rows += batch.history_rows
-            figures.deleted_upstream += batch.deleted_upstream
-            figures.returned_upstream += batch.returned_upstream
-            if batch.rejected and on_rejects is not None:
-                on_rejects(batch.rejected)
-            figures.batches += 1
-            meter.tick(figures)
+
+    def collect(batch: BatchResult) -> None:
+        figures.add_counts(batch.counts)
+        figures.rejected += len(batch.rejected)
+        figures.quarantined += batch.quarantined
+        figures.history_rows += batch.history_rows
+        figures.deleted_upstream += batch.deleted_upstream
+        figures.returned_upstream += batch.returned_upstream
+        if batch.rejected and on_rejects is not None:
+            on_rejects(batch.rejected)
+        figures.batches += 1
+        meter.tick(figures)
+
+    # One loader thread commits batch N while this thread gathers batch N+1 from the readers,
+    # so fetching and loading overlap; batches still commit one at a time, in order, and at
+    # most two are held in memory. Leaving the block waits for the batch being committed.
+    with ThreadPoolExecutor(1, thread_name_prefix="loader") as loader:
+        loading: Future[BatchResult] | None = None
+        for ws, worker_sids in workers_by_workspace.items():
+            reads = client.read_reservations(ws, worker_sids, status=status)
+            for records, complete in _batches(reads, batch_rows, figures, meter):
+                if loading is not None:
+                    collect(loading.result())
+                # a ReservationStatus filter reads a subset: it can prove no deletion
+                loading = loader.submit(load_batch, engine, records,
+                                        complete if status is None else None)
+        if loading is not None:
+            collect(loading.result())
     _add_client_figures(figures, client, before)
     figures.seconds = time.monotonic() - started
     meter.tick(figures, force=True)

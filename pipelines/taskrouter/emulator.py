@@ -130,6 +130,12 @@ class EmulatorServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         world.base_url = f"http://{host}:{port}"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up (timeouts, injected resets) are expected here: stay quiet."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults
         rate = faults.requests_per_second or 0.0
