@@ -64,6 +64,7 @@ class WorldConfig:
     history_days: int = 30
     anchor: datetime | None = None  # the clock's start; default: now, floored to the minute
     dirty: bool = False  # hostile names, +00:00 dates, unknown statuses, extra fields
+    broken: bool = False  # a few records unloadable (no sid, bad date, wrong type): quarantine
 
 
 @dataclass
@@ -359,6 +360,8 @@ class World:
             }
             if cfg.dirty:
                 _dirty_up(record, serial)
+            if cfg.broken:
+                _break(record, serial)
             records.append(record)
         return records
 
@@ -380,6 +383,16 @@ class World:
             return sum(
                 len(w.serials) for ws in self.workers for w in self.live_workers(ws)
             )
+
+
+def _break(record: dict[str, Any], serial: int) -> None:
+    """Make 3 records in 17 unloadable, the same ones on every request."""
+    if serial % 17 == 5:
+        record["date_updated"] = "not a date"
+    elif serial % 17 == 9:
+        del record["sid"]
+    elif serial % 17 == 13:
+        record["worker_sid"] = serial  # a number where TaskRouter sends a string
 
 
 def _dirty_up(record: dict[str, Any], serial: int) -> None:
