@@ -231,3 +231,48 @@ def test_rejects_are_quarantined_once_and_the_rest_of_the_batch_loads(engine):
     assert len(stored) == 4 and (stored["times_rejected"] == 2).all()
     later = pd.to_datetime(stored["last_rejected_at"], utc=True)
     assert (later > pd.to_datetime(stored["first_rejected_at"], utc=True)).all()
+
+
+def test_broken_records_from_the_emulator_are_quarantined_once_across_clock_advances(engine):
+    from warehouse.quarantine import canonical_json, fingerprint
+
+    def broken(records: list[dict[str, Any]]) -> dict[str, str]:
+        """fingerprint -> reason-ish kind, for the records the emulator broke."""
+        out = {}
+        for r in records:
+            if "sid" not in r or r["date_updated"] == "not a date" \
+                    or not isinstance(r["worker_sid"], str):
+                out[fingerprint("reservation", canonical_json(r))] = r.get("sid")
+        return out
+
+    config = small_world(workers_per_workspace=4, reservations_per_worker=25, broken=True)
+    with Emulator(config, Faults()) as emulator:
+        expected = broken(emulator.world.truth())
+        assert len(expected) > 10
+        first = sync(emulator, engine)
+        assert first.rejected == first.quarantined == len(expected)
+        assert first.inserted == len(emulator.world.truth()) - len(expected)
+        stored = table(engine, rejected_records)
+        assert set(stored["fingerprint"]) == set(expected)
+        assert set(stored["reason"]) == {"missing sid", "date_updated is not an ISO 8601 date",
+                                         "worker_sid is not a string"}
+
+        seen = set(expected)
+        for _ in range(2):
+            emulator.world.advance(90)
+            now_broken = broken(emulator.world.truth())
+            result = sync(emulator, engine)
+            assert result.rejected == len(now_broken)
+            assert result.quarantined == len(set(now_broken) - seen)
+            seen |= set(now_broken)
+            assert set(table(engine, rejected_records)["fingerprint"]) == seen
+            # rejected sids still exist upstream: never marked deleted
+            assert not {s for s in now_broken.values() if s} & set(deleted_marks(engine))
+
+        before = table(engine, rejected_records).set_index("fingerprint")
+        rerun = sync(emulator, engine)
+        after = table(engine, rejected_records).set_index("fingerprint")
+        assert (rerun.quarantined, rerun.inserted, rerun.updated, rerun.history_rows) == (0, 0, 0, 0)
+        assert rerun.rejected == len(now_broken) and len(after) == len(before)
+        assert (after.loc[list(now_broken), "times_rejected"]
+                == before.loc[list(now_broken), "times_rejected"] + 1).all()
