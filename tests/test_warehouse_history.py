@@ -276,3 +276,23 @@ def test_broken_records_from_the_emulator_are_quarantined_once_across_clock_adva
         assert rerun.rejected == len(now_broken) and len(after) == len(before)
         assert (after.loc[list(now_broken), "times_rejected"]
                 == before.loc[list(now_broken), "times_rejected"] + 1).all()
+
+
+def test_the_dagster_sync_reports_history_and_deletions(emulator, sync_env):
+    from tests.helpers import materialization_metadata, run_sync_job
+
+    first = materialization_metadata(run_sync_job(), "reservations")
+    before = {r["sid"] for r in emulator.world.truth()}
+    assert (first["history_rows"], first["deleted_upstream"], first["quarantined"]) == (
+        len(before), 0, 0)
+    emulator.world.advance(60)
+    gone = before - {r["sid"] for r in emulator.world.truth()}
+    second = materialization_metadata(run_sync_job(), "reservations")
+    assert gone and second["deleted_upstream"] == len(gone)
+    # every update here is a status change (the emulator only moves statuses)
+    assert second["history_rows"] == second["inserted"] + second["updated"] > 0
+    engine = create_warehouse_engine(sync_env["WAREHOUSE_URL"])
+    try:
+        assert set(deleted_marks(engine)) == gone
+    finally:
+        engine.dispose()
