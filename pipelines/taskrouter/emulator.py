@@ -403,7 +403,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reservation_page(self, path: str, query: dict[str, str], worker: Any, page_size: int) -> bytes:
         world = self.server.world
-        fragments = world.reservation_fragments(worker)
         keys = worker.serials.tolist()
         wanted = query.get("ReservationStatus")
         if wanted:
@@ -411,12 +410,17 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _ApiError(400, 20001, f"Invalid ReservationStatus {wanted}")
             code = STATUSES.index(wanted)
             picked = [i for i, s in enumerate(worker.status.tolist()) if s == code]
+            fragments = world.reservation_fragments(worker)
             fragments = [fragments[i] for i in picked]
             keys = [keys[i] for i in picked]
-        page, start, stop = self._window(query, keys, page_size)
+            page, start, stop = self._window(query, keys, page_size)
+            items = b",".join(fragments[start:stop])
+        else:
+            page, start, stop = self._window(query, keys, page_size)
+            items = world.reservation_slice(worker, start, stop)
         next_token = _token(keys[stop - 1]) if stop < len(keys) else None
         meta = orjson.dumps(self._meta(path, query, "reservations", page, page_size, next_token))
-        return b'{"meta":' + meta + b',"reservations":[' + b",".join(fragments[start:stop]) + b"]}"
+        return b'{"meta":' + meta + b',"reservations":[' + items + b"]}"
 
     # -- control (tests, demo and benchmarks drive the world through these) ------------------
     def _control(self, method: str, path: str, query: dict[str, str]) -> None:

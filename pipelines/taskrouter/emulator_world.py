@@ -83,7 +83,7 @@ class Worker:
     updated: np.ndarray
     deleted: bool = False
     version: int = 0
-    cache: tuple[int, list[bytes]] | None = field(default=None, repr=False)
+    cache: tuple[int, tuple[bytes, list[int]]] | None = field(default=None, repr=False)
 
 
 class World:
@@ -319,14 +319,70 @@ class World:
             "workspace_sid": worker.workspace_sid,
         }
 
-    def reservation_fragments(self, worker: Worker) -> list[bytes]:
-        """The worker's reservations as JSON objects, cached until the worker changes."""
+    def reservation_blob(self, worker: Worker) -> tuple[bytes, list[int]]:
+        """The worker's reservations as one comma-joined JSON blob and each object's offset.
+
+        Cached until the worker changes. One bytes object per worker (not one per
+        reservation) keeps a 1.5M-reservation world at about its JSON size in memory, and a
+        page is a single slice of it.
+        """
         cached = worker.cache
         if cached is not None and cached[0] == worker.version:
             return cached[1]
-        fragments = [orjson.dumps(r) for r in self.reservation_records(worker)]
-        worker.cache = (worker.version, fragments)
-        return fragments
+        if self.config.dirty or self.config.broken:
+            fragments = [orjson.dumps(r) for r in self.reservation_records(worker)]
+        else:
+            fragments = self._clean_fragments(worker)
+        offsets, position = [], 0
+        for fragment in fragments:
+            offsets.append(position)
+            position += len(fragment) + 1
+        blob = (b",".join(fragments), offsets)
+        worker.cache = (worker.version, blob)
+        return blob
+
+    def reservation_slice(self, worker: Worker, start: int, stop: int) -> bytes:
+        """Objects ``start:stop`` of the worker's list, comma-joined, straight from the cache."""
+        blob, offsets = self.reservation_blob(worker)
+        if start >= stop:
+            return b""
+        end = offsets[stop] - 1 if stop < len(offsets) else len(blob)
+        return blob[offsets[start]:end]
+
+    def reservation_fragments(self, worker: Worker) -> list[bytes]:
+        """The worker's reservations as separate JSON objects (filters and truth use these)."""
+        _, offsets = self.reservation_blob(worker)
+        return [self.reservation_slice(worker, i, i + 1) for i in range(len(offsets))]
+
+    def _clean_fragments(self, worker: Worker) -> list[bytes]:
+        """Same JSON as ``orjson.dumps(reservation_records(...))``, formatted from a template.
+
+        Building a dict per reservation and serializing it costs ~15 us; the template ~3 us,
+        which is what lets one emulator process serve 1.5M reservations beside the sync.
+        """
+        seed = self.config.seed
+        ws = worker.workspace_sid
+        ws_url = f"{self.resource_base_url}/v1/Workspaces/{ws}"
+        worker_url = f"{ws_url}/Workers/{worker.sid}"
+        name = orjson.dumps(worker.friendly_name).decode()
+        head = f'{{"account_sid":"{self.account_sid}","date_created":"'
+        links = f'","links":{{"task":"{ws_url}/Tasks/'
+        tail = (f',"reservation_status":"%s","sid":"%s","task_sid":"%s","url":"{worker_url}'
+                f'/Reservations/%s","worker_name":{name},"worker_sid":"{worker.sid}",'
+                f'"workspace_sid":"{ws}"}}')
+        middle = f'","worker":"{worker_url}","workspace":"{ws_url}"}}'
+        created = np.datetime_as_string(worker.created.astype("datetime64[s]")).tolist()
+        updated = np.datetime_as_string(worker.updated.astype("datetime64[s]")).tolist()
+        tasks = worker.tasks.tolist()
+        status = worker.status.tolist()
+        out = []
+        for i, serial in enumerate(worker.serials.tolist()):
+            wr = _sid("WR", 8, seed, serial)
+            wt = _sid("WT", 9, seed, tasks[i])
+            text = (head + created[i] + 'Z","date_updated":"' + updated[i] + "Z" + links + wt
+                    + middle + tail % (STATUSES[status[i]], wr, wt, wr))
+            out.append(text.encode())
+        return out
 
     def reservation_records(self, worker: Worker) -> list[dict[str, Any]]:
         cfg = self.config
