@@ -8,6 +8,8 @@ For each database, in the same run and on fresh databases:
 - ``full load``: ``warehouse.upsert.upsert_reservations`` of the same rows into the empty table
   (normalized pandas frames in, exactly what the sync hands it).
 - ``incremental``: the same rows again, 10% of them a newer version and 90% unchanged.
+- ``experiment`` (PostgreSQL): the staging alternative, ``COPY`` into a temp table plus one
+  ``INSERT ... SELECT ... ON CONFLICT``, write only; kept to show why the upsert does not use it.
 
 Batches are ``--batch`` rows (the sync's ``SYNC_BATCH_ROWS`` default), one transaction each, for
 all three scenarios. Rows are synthetic (pandas, no HTTP). Ratios are against the ceiling
@@ -26,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,39 @@ def upsert_pass(engine: sa.Engine, frame: pd.DataFrame, batch: int) -> tuple[flo
     return time.perf_counter() - started, totals
 
 
+def pg_copy_staging(url: str, frame: pd.DataFrame, batch: int) -> float:
+    """Seconds to load ``frame`` into an empty table the staging way: per batch, ``COPY`` into a
+    temp table, then one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE newer``.
+
+    Write only (no classification read, no counts): if even this is not clearly faster than the
+    full upsert, the staging path is not worth its extra moving parts.
+    """
+    engine = create_warehouse_engine(url)
+    ensure_schema(engine)
+    columns = ", ".join(RESERVATION_COLUMNS)
+    updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
+    merge = (
+        f"INSERT INTO reservations ({columns}) SELECT {columns} FROM _stage ORDER BY sid "
+        "ON CONFLICT (sid) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in updatable)
+        + " WHERE EXCLUDED.date_updated > reservations.date_updated OR (EXCLUDED.date_updated ="
+        " reservations.date_updated AND EXCLUDED.status_rank > reservations.status_rank)"
+    )
+    started = time.perf_counter()
+    for part in batches(frame, batch):
+        rows = _driver_tuples(part, "postgresql", datetime.now(UTC))
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS _stage "
+                                 "(LIKE reservations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            cursor = conn.connection.dbapi_connection.cursor()
+            with cursor.copy(f"COPY _stage ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            conn.exec_driver_sql(merge)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return seconds
+
+
 def _row(scenario: str, database: str, rows: int, seconds: float, ceiling_rps: float | None,
          **extra: Any) -> dict[str, Any]:
     rps = rows / seconds if seconds else 0.0
@@ -197,7 +232,7 @@ def _row(scenario: str, database: str, rows: int, seconds: float, ceiling_rps: f
 
 
 def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...] = DATABASES,
-        batch: int = BATCH_ROWS) -> list[dict[str, Any]]:
+        batch: int = BATCH_ROWS, staging: bool = True) -> list[dict[str, Any]]:
     n = rows or (QUICK_ROWS if quick else FULL_ROWS)
     frame = synthetic_rows(n)
     second = newer_versions(frame)
@@ -211,6 +246,7 @@ def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...]
             print(f"{database}: unreachable ({type(error.orig).__name__}), skipped", file=sys.stderr)
             continue
         base_rps = n / base_seconds
+        print(f"{database}: ceiling {base_seconds:.1f}s", file=sys.stderr, flush=True)
         results.append(_row("ceiling: driver executemany INSERT", database, n, base_seconds, None))
         with scratch_database(database) as url:
             engine = create_warehouse_engine(url)
@@ -225,6 +261,11 @@ def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...]
                             inserted=full["inserted"]))
         results.append(_row("upsert: 10% newer, 90% unchanged", database, n, inc_seconds, base_rps,
                             updated=inc["updated"], unchanged=inc["unchanged"]))
+        if database == "postgresql" and staging:
+            with scratch_database(database) as url:
+                copy_seconds = pg_copy_staging(url, frame, batch)
+            results.append(_row("experiment: COPY staging + INSERT..SELECT (write only)", database,
+                                n, copy_seconds, base_rps))
     return results
 
 
@@ -243,9 +284,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=None, help=f"rows (default {FULL_ROWS:,})")
     parser.add_argument("--batch", type=int, default=BATCH_ROWS, help="rows per transaction")
     parser.add_argument("--databases", default=",".join(DATABASES))
+    parser.add_argument("--no-staging", action="store_true",
+                        help="skip the PostgreSQL COPY-staging experiment")
     args = parser.parse_args(argv)
     chosen = tuple(d.strip() for d in args.databases.split(",") if d.strip())
-    results = run(quick=args.quick, rows=args.rows, databases=chosen, batch=args.batch)
+    results = run(quick=args.quick, rows=args.rows, databases=chosen, batch=args.batch,
+                  staging=not args.no_staging)
     print(markdown(results))
 
 
