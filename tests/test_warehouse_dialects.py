@@ -275,3 +275,30 @@ def test_incremental_refresh_moves_rows_between_days_and_drops_empty_groups(engi
     assert zero == 0
     # nothing changed since: nothing refreshed
     assert refresh_changed_days(engine, zone).days == []
+
+
+def test_storage_form_per_dialect_ignores_the_session_time_zone(engine):
+    """SQLite: naive UTC text; PostgreSQL: timestamptz; MySQL: DATETIME(6) holding UTC. A session
+    time zone other than UTC changes nothing that is stored or read back, nor the summaries."""
+    load(engine, [rec("WR1", "pending", "2026-11-01T05:30:00.250000Z",
+                      created="2026-11-01T04:30:00Z")])
+    name = engine.dialect.name
+    with engine.connect() as conn:
+        if name == "postgresql":
+            conn.exec_driver_sql("SET TIME ZONE 'Asia/Kolkata'")
+        elif name in ("mysql", "mariadb"):
+            conn.exec_driver_sql("SET time_zone = '+05:30'")
+        raw = conn.exec_driver_sql("SELECT date_updated FROM reservations").scalar_one()
+        typed = conn.execute(sa.select(reservations.c.date_updated)).scalar_one()
+        conn.rollback()
+    assert typed == datetime(2026, 11, 1, 5, 30, 0, 250000, tzinfo=UTC)
+    if name == "sqlite":
+        assert raw == "2026-11-01 05:30:00.250000"
+    elif name == "postgresql":
+        assert raw.utcoffset() is not None and raw == typed
+    else:
+        assert raw == datetime(2026, 11, 1, 5, 30, 0, 250000)  # naive, UTC wall time
+    # New York: created 04:30Z is 00:30 EDT on Nov 1 (the DST day), not Oct 31
+    refresh_changed_days(engine, "America/New_York")
+    url = engine.url.render_as_string(hide_password=False)
+    assert set(stored_daily_counts(url)["day"]) == {date(2026, 11, 1)}
