@@ -160,7 +160,7 @@ def test_refused_credentials_fail_at_once_without_retries(forbidden, caplog):
 
 
 def test_credentials_revoked_mid_sync_stop_the_sync_without_hammering(sqlite_url):
-    with Emulator(small_world(workers_per_workspace=30), Faults()) as emu:
+    with Emulator(small_world(workers_per_workspace=80), Faults()) as emu:
         engine = create_warehouse_engine(sqlite_url)
         ensure_schema(engine)
         with make_client(emu, concurrency=4) as client:
@@ -171,8 +171,20 @@ def test_credentials_revoked_mid_sync_stop_the_sync_without_hammering(sqlite_url
                 load_reservations(client, engine, listing)
         engine.dispose()
         after = emu.server.stats.as_dict()["requests"]
-    # only the requests already in flight or queued (at most 2 x concurrency) went out
-    assert 1 <= after - before <= 8
+    # only the reads already started or queued (the window: 8 x concurrency) sent a request,
+    # not one per remaining worker
+    assert 1 <= after - before <= 32
+
+
+def test_requests_in_flight_never_exceed_the_concurrency_even_while_others_back_off(sqlite_url):
+    faults = Faults(latency_ms=20, fault_rate=0.2, fault_kinds=("500", "503", "reset"), seed=4)
+    with Emulator(small_world(workers_per_workspace=20), faults) as emu:
+        figures, client = sync_with_functions(emu, sqlite_url, concurrency=3,
+                                              backoff_factor=0.1, backoff_max=0.4)
+        stats = emu.server.stats.as_dict()
+        assert_matches_truth(sqlite_url, emu.world.truth())
+    assert figures.retries > 0 and figures.workers_failed == []
+    assert stats["max_in_flight"] == 3, "the pool uses its slots, and never more"
 
 
 def test_no_connection_pool_full_warnings_at_full_concurrency(sqlite_url, caplog):

@@ -109,16 +109,18 @@ _budget = _Budget()
 
 
 class _LimitedRetry(Retry):
-    """urllib3 Retry that shares the request's budget and runs ``on_retry`` before each retry.
+    """urllib3 Retry that shares the request's budget and calls hooks around each retry's wait.
 
-    ``on_retry`` counts the retry and takes a rate-limit slot, so retries obey the limit too.
+    ``on_wait`` gives up the request's in-flight slot while it backs off; ``on_retry`` takes
+    it back, counts the retry and takes a rate-limit slot, so retries obey the limit too.
     """
 
+    on_wait: Any = None
     on_retry: Any = None
 
     def new(self, **kw: Any) -> _LimitedRetry:
         fresh = super().new(**kw)
-        fresh.on_retry = self.on_retry
+        fresh.on_wait, fresh.on_retry = self.on_wait, self.on_retry
         return fresh
 
     def increment(self, *args: Any, **kwargs: Any) -> _LimitedRetry:
@@ -137,9 +139,13 @@ class _LimitedRetry(Retry):
         return float(min(self.backoff_max, base + random.random() * self.backoff_jitter))
 
     def sleep(self, response: Any = None) -> None:
-        super().sleep(response)
-        if self.on_retry is not None:
-            self.on_retry()
+        if self.on_wait is not None:
+            self.on_wait()
+        try:
+            super().sleep(response)
+        finally:
+            if self.on_retry is not None:
+                self.on_retry()
 
 
 class _BodyFault(Exception):
@@ -200,6 +206,11 @@ class TaskRouterClient:
         self._origin = _origin(self.base_url)
         self.page_size = page_size
         self.concurrency = max(1, int(concurrency))
+        # ``concurrency`` requests in flight at most, but four reader threads per slot: a worker
+        # backing off before a retry (or waiting out Retry-After) gives its slot to another
+        # instead of idling it, so faults cost their waits once, not once per blocked slot.
+        self._in_flight = threading.BoundedSemaphore(self.concurrency)
+        self.threads = 4 * self.concurrency
         self.timeout = (connect_timeout, read_timeout)
         self.max_attempts = max(1, int(max_attempts))
         # No retry starts after this many seconds; one started may still wait its backoff (at
@@ -227,9 +238,9 @@ class TaskRouterClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        retry.on_retry = self._before_retry
+        retry.on_wait, retry.on_retry = self._in_flight.release, self._before_retry
         adapter = HTTPAdapter(
-            pool_connections=4, pool_maxsize=self.concurrency + 2, max_retries=retry
+            pool_connections=4, pool_maxsize=self.threads + 2, max_retries=retry
         )
         self.session = requests.Session()
         self.session.mount("https://", adapter)
@@ -276,17 +287,19 @@ class TaskRouterClient:
             _budget.limit = 0
 
     def _before_retry(self) -> None:
-        """Runs before every urllib3 retry: count it, then wait for a rate-limit slot."""
+        """Runs before every urllib3 retry: take an in-flight slot back, count, rate-limit."""
+        self._in_flight.acquire()
         self.stats.add(retries=1, requests=1, rate_limit_wait_s=self.limiter.acquire())
 
     def _attempt(self, url: str, params: dict[str, Any] | None) -> dict[str, Any]:
-        self.stats.add(requests=1, rate_limit_wait_s=self.limiter.acquire())
-        try:
-            return self._get_once(url, params)
-        except BaseException as exc:
-            if _is_body_fault(exc):
-                _budget.failures += 1
-            raise
+        with self._in_flight:
+            self.stats.add(requests=1, rate_limit_wait_s=self.limiter.acquire())
+            try:
+                return self._get_once(url, params)
+            except BaseException as exc:
+                if _is_body_fault(exc):
+                    _budget.failures += 1
+                raise
 
     def _get_once(self, url: str, params: dict[str, Any] | None) -> dict[str, Any]:
         # Redirects are not followed: credentials go to TASKROUTER_BASE_URL and nowhere else.
@@ -429,12 +442,13 @@ class TaskRouterClient:
     ) -> Iterator[WorkerRead]:
         """Read many workers with a bounded pool; yields as each finishes, so memory stays flat.
 
-        At most ``2 x concurrency`` workers are in flight or waiting to be consumed.
+        At most ``concurrency`` requests are in flight, and at most ``8 x concurrency`` workers
+        are being read or waiting to be consumed. One worker's pages are read in order.
         """
         pending: set[Future[WorkerRead]] = set()
-        window = 2 * self.concurrency
+        window = 2 * self.threads
         sids = iter(worker_sids)
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="taskrouter")
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="taskrouter")
         try:
             exhausted = False
             while True:

@@ -65,6 +65,8 @@ class ServerStats:
     api_requests: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0
+    in_flight: int = 0  # API requests being answered right now
+    max_in_flight: int = 0
     arrivals: list[float] = field(default_factory=list)  # monotonic time of each API request
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -75,6 +77,7 @@ class ServerStats:
                 "api_requests": self.api_requests,
                 "faults": dict(self.faults),
                 "rate_limited": self.rate_limited,
+                "max_in_flight": self.max_in_flight,
                 "max_requests_in_any_second": max_in_window(self.arrivals, 1.0),
             }
 
@@ -245,6 +248,20 @@ class _Handler(BaseHTTPRequestHandler):
             with server.stats.lock:
                 server.stats.api_requests += 1
                 server.stats.arrivals.append(time.monotonic())
+                server.stats.in_flight += 1
+                server.stats.max_in_flight = max(server.stats.max_in_flight,
+                                                 server.stats.in_flight)
+            try:
+                self._answer(method, parts.path, query)
+            finally:
+                with server.stats.lock:
+                    server.stats.in_flight -= 1
+        except _ApiError as err:
+            self._send_error(err)
+
+    def _answer(self, method: str, path: str, query: dict[str, str]) -> None:
+        server = self.server
+        try:
             if server.faults.forbidden:
                 raise _ApiError(403, 20403, "Forbidden: these credentials may not read this account")
             if server.faults.latency_ms:
@@ -255,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = {"Retry-After": "1"} if server.faults.retry_after_header else {}
                 raise _ApiError(429, 20429, "Too Many Requests", headers)
             fault = server.roll_fault()
-            if server.faults.failing_workers and self._is_failing_worker(parts.path):
+            if server.faults.failing_workers and self._is_failing_worker(path):
                 with server.stats.lock:
                     server.stats.faults["failing_worker"] += 1
                 self._send_fault_status(500)
@@ -267,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if method != "GET":
                 raise _ApiError(405, 20004, "Method not allowed")
-            body = self._route(parts.path, query)
+            body = self._route(path, query)
             if fault is not None:
                 with server.stats.lock:
                     server.stats.faults[fault] += 1

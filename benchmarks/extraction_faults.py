@@ -1,0 +1,198 @@
+"""Extraction benchmark: the pooled sync against a sequential baseline, and the cost of faults.
+
+Scenarios, all in one call against emulator subprocesses with 20 ms latency per request:
+- ``sequential_baseline``: a plain ``requests`` loop, PageSize=1000, following next_page_url,
+  one ``sqlite3`` ``executemany`` upsert (newest ``date_updated`` wins) per page;
+- ``pooled_sync``: the project's path (``pipelines.loading`` with the real client: bounded pool,
+  retries, rate limiter off) into a fresh SQLite warehouse;
+- ``pooled_sync_faults``: the same against an emulator answering 15% of requests with a fault
+  (429, 500, 503, reset, truncated, bad JSON, slow beyond the client's read timeout; equal shares).
+
+Summary refreshes are not timed (the baseline has none). Usage:
+``python -m benchmarks.extraction_faults [--quick] [--workers N] [--reservations N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LATENCY_MS = 20
+FAULT_RATE = 0.15
+SLOW_SECONDS = 3.0
+READ_TIMEOUT_S = 2.0  # below SLOW_SECONDS: a slow answer is a read timeout, then a retry
+COLUMNS = ["sid", "account_sid", "workspace_sid", "worker_sid", "worker_name", "task_sid",
+           "reservation_status", "date_created", "date_updated", "url", "links"]
+
+
+@contextmanager
+def emulator(workers: int, reservations: int, *extra: str) -> Iterator[dict[str, Any]]:
+    """An emulator subprocess (own CPU, like a remote API); yields its JSON start-up line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.taskrouter.emulator", "--seed", "7", "--workspaces", "1",
+         "--workers", str(workers), "--reservations", str(reservations),
+         "--latency-ms", str(LATENCY_MS), "--anchor", "2026-11-03T12:00:00Z", "--prewarm", *extra],
+        stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError("the emulator did not start")
+        yield json.loads(line)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def server_stats(emu: dict[str, Any]) -> dict[str, Any]:
+    response = requests.get(f"{emu['base_url']}/_emulator/stats",
+                            auth=(emu["account_sid"], emu["auth_token"]), timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+# -- the baseline -----------------------------------------------------------------------------
+UPSERT = (
+    f"INSERT INTO reservations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    f"ON CONFLICT(sid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in COLUMNS[1:])} "
+    "WHERE excluded.date_updated > reservations.date_updated"
+)
+
+
+def sequential_baseline(emu: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What a competent engineer writes in an hour: one thread, one page at a time."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE reservations ({', '.join(COLUMNS)}, PRIMARY KEY (sid))")
+    session = requests.Session()
+    session.auth = (emu["account_sid"], emu["auth_token"])
+    base = emu["base_url"]
+    made = rows = 0
+
+    def pages(url: str | None, params: dict[str, Any] | None) -> Iterator[list[dict[str, Any]]]:
+        nonlocal made
+        while url:
+            response = session.get(url, params=params, timeout=30)
+            made += 1
+            response.raise_for_status()
+            body = response.json()
+            yield body[body["meta"]["key"]]
+            url, params = body["meta"]["next_page_url"], None
+
+    started = time.perf_counter()
+    for workspaces in pages(f"{base}/v1/Workspaces", {"PageSize": 1000}):
+        for ws in workspaces:
+            workers = [w for page in pages(f"{base}/v1/Workspaces/{ws['sid']}/Workers",
+                                           {"PageSize": 1000}) for w in page]
+            for worker in workers:
+                url = f"{base}/v1/Workspaces/{ws['sid']}/Workers/{worker['sid']}/Reservations"
+                for page in pages(url, {"PageSize": 1000}):
+                    conn.executemany(UPSERT, [
+                        tuple(json.dumps(r[c], sort_keys=True) if c == "links" else r[c]
+                              for c in COLUMNS) for r in page
+                    ])
+                    conn.commit()
+                    rows += len(page)
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"rows": rows, "seconds": seconds, "requests": made, "retries": 0}
+
+
+# -- the project's sync -----------------------------------------------------------------------
+def pooled_sync(emu: dict[str, Any], path: Path, **client_options: Any) -> dict[str, Any]:
+    from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
+    from pipelines.taskrouter import TaskRouterClient
+    from pipelines.taskrouter.credentials import choose_credentials
+    from warehouse.engine import create_warehouse_engine
+    from warehouse.migrate import ensure_schema
+
+    engine = create_warehouse_engine(f"sqlite:///{path}")
+    ensure_schema(engine)
+    credentials = choose_credentials(emu["account_sid"], emu["auth_token"])
+    started = time.perf_counter()
+    with TaskRouterClient(credentials, emu["base_url"], **client_options) as client:
+        listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
+        figures = load_reservations(client, engine, listing)
+        stats = client.stats.snapshot()
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    if figures.workers_failed:
+        raise RuntimeError(f"{len(figures.workers_failed)} workers failed: the run is not valid")
+    return {"rows": figures.rows_seen, "seconds": seconds, "requests": int(stats["requests"]),
+            "retries": int(stats["retries"])}
+
+
+def _stored_rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT COUNT(DISTINCT sid) FROM reservations").fetchone()[0])
+
+
+def run(quick: bool = False, workers: int | None = None,
+        reservations: int | None = None) -> list[dict[str, Any]]:
+    workers = workers or (200 if quick else 1000)
+    reservations = reservations or 100
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-extraction-") as tmp:
+        folder = Path(tmp)
+        with emulator(workers, reservations) as emu:
+            base = sequential_baseline(emu, folder / "baseline.db")
+            base_stored = _stored_rows(folder / "baseline.db")
+            clean = pooled_sync(emu, folder / "pooled.db")
+            clean_stored = _stored_rows(folder / "pooled.db")
+        with emulator(workers, reservations, "--fault-rate", str(FAULT_RATE),
+                      "--slow-seconds", str(SLOW_SECONDS)) as emu:
+            faulty = pooled_sync(emu, folder / "faults.db", read_timeout=READ_TIMEOUT_S)
+            faults_injected = sum(server_stats(emu)["faults"].values())
+            faulty_stored = _stored_rows(folder / "faults.db")
+    for scenario, figures, stored in (("sequential_baseline", base, base_stored),
+                                      ("pooled_sync", clean, clean_stored),
+                                      ("pooled_sync_faults", faulty, faulty_stored)):
+        row = {
+            "scenario": scenario,
+            "database": "sqlite",
+            "workers": workers,
+            "rows": figures["rows"],
+            "rows_stored": stored,
+            "seconds": round(figures["seconds"], 2),
+            "rows_per_second": round(figures["rows"] / figures["seconds"], 1),
+            "requests": figures["requests"],
+            "retries": figures["retries"],
+            "speedup_vs_baseline": round(base["seconds"] / figures["seconds"], 2),
+        }
+        if scenario == "pooled_sync_faults":
+            row["faults_injected"] = faults_injected
+            row["cost_vs_clean"] = round(figures["seconds"] / clean["seconds"], 2)
+        results.append(row)
+    return results
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 workers instead of 1,000")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--reservations", type=int)
+    args = parser.parse_args(argv)
+    print(to_markdown(run(args.quick, args.workers, args.reservations)))
+
+
+if __name__ == "__main__":
+    main()
