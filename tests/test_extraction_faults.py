@@ -194,3 +194,13 @@ def test_no_connection_pool_full_warnings_at_full_concurrency(sqlite_url, caplog
         assert_matches_truth(sqlite_url, emu.world.truth())
     assert figures.workers == 48
     assert "Connection pool is full" not in caplog.text
+
+
+def test_unreadable_retry_after_falls_back_to_backoff(sqlite_url):
+    faults = Faults(fault_rate=0.3, fault_kinds=("429",), retry_after="soon-ish", seed=8)
+    with Emulator(small_world(), faults) as emu:
+        figures, client = sync_with_functions(emu, sqlite_url)
+        injected = server_faults(emu)
+        assert_matches_truth(sqlite_url, emu.world.truth())
+    assert injected > 0 and client.stats.snapshot()["retries"] == injected
+    assert figures.workers_failed == []

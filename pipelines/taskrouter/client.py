@@ -28,7 +28,7 @@ import orjson
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
 from pipelines.taskrouter.credentials import CREDENTIAL_VARIABLES, Credentials
@@ -129,6 +129,13 @@ class _LimitedRetry(Retry):
 
     def is_exhausted(self) -> bool:
         return super().is_exhausted() or _budget.spent()
+
+    def get_retry_after(self, response: Any) -> float | None:
+        # A Retry-After we cannot read is no reason to give up: back off exponentially instead.
+        try:
+            return super().get_retry_after(response)
+        except InvalidHeader:
+            return None
 
     def get_backoff_time(self) -> float:
         # urllib3 retries the first failure immediately; a rate-limited API deserves a pause.

@@ -51,6 +51,7 @@ class Faults:
     next_page_base_url: str | None = None  # put next_page_url on another origin (must be refused)
     forbidden: bool = False  # answer every API request 403 (credentials valid, access denied)
     retry_after_header: bool = True
+    retry_after: str = "1"  # the header's value (seconds or an HTTP date; junk to test parsing)
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -269,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
             if server.over_rate_limit():
                 with server.stats.lock:
                     server.stats.rate_limited += 1
-                headers = {"Retry-After": "1"} if server.faults.retry_after_header else {}
+                headers = {"Retry-After": server.faults.retry_after} if server.faults.retry_after_header else {}
                 raise _ApiError(429, 20429, "Too Many Requests", headers)
             fault = server.roll_fault()
             if server.faults.failing_workers and self._is_failing_worker(path):
@@ -303,7 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 429:
             headers = {}
             if self.server.faults.retry_after_header and self.server.chance() < 0.5:
-                headers["Retry-After"] = "1"
+                headers["Retry-After"] = self.server.faults.retry_after
             self._send_error(_ApiError(429, 20429, "Too Many Requests", headers))
         elif status == 503:
             self._send_error(_ApiError(503, 20503, "Service Unavailable"))
