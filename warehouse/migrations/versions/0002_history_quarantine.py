@@ -111,8 +111,11 @@ def upgrade() -> None:
     op.create_index("ix_rejected_records_first_rejected_at", "rejected_records",
                     ["first_rejected_at"])
 
+    # MySQL/MariaDB views run with their creator's rights unless told otherwise: use the reader's.
+    mysql_family = op.get_bind().dialect.name in ("mysql", "mariadb")
+    create = "CREATE SQL SECURITY INVOKER VIEW" if mysql_family else "CREATE VIEW"
     op.execute(
-        "CREATE VIEW reservation_times AS SELECT sid, workspace_sid, worker_sid, "
+        f"{create} reservation_times AS SELECT sid, workspace_sid, worker_sid, "
         f"reservation_status, {hour} AS created_hour_utc, "
         f"{seconds} AS seconds_created_to_updated, "
         "CASE WHEN deleted_upstream_at IS NULL THEN 0 ELSE 1 END AS deleted_upstream "
