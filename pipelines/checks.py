@@ -4,12 +4,13 @@ Only sid uniqueness and not-null keys are blocking (ERROR): a table with broken 
 feed anything downstream. Everything else warns, so dirty upstream data never stops a sync.
 
 Scope: inside ``taskrouter_sync`` the checks look only at the rows that run changed
-(``last_changed_at`` at or after the run's start, cheap); in any other run (the daily
+(``last_changed_at`` at or after the run's start, cheap); in a backfill of summary partitions
+the summary check compares the days of its range; in any other run (the daily
 ``taskrouter_daily_checks`` job, or "Execute check" in the UI) they scan the whole table.
 """
 
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -28,6 +29,8 @@ WORKERS = dg.AssetKey("workers")
 SUMMARY = dg.AssetKey("reservation_daily_status_counts")
 FRESHNESS_CHECK = dg.AssetCheckKey(RESERVATIONS, "last_sync_is_recent")
 MAX_LISTED = 50  # mismatching days / unknown statuses listed in metadata
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+PARTITION = "dagster/partition"
 
 
 def check_scope(context: dg.AssetCheckExecutionContext) -> datetime | None:
@@ -37,6 +40,19 @@ def check_scope(context: dg.AssetCheckExecutionContext) -> datetime | None:
     record = context.instance.get_run_record_by_id(context.run.run_id)
     started = record.start_time if record is not None else None
     return datetime.fromtimestamp(started, UTC) if started else None
+
+
+def partition_days(context: dg.AssetCheckExecutionContext) -> list[date] | None:
+    """The days a partitioned run targets (a backfill's range, or one partition), from the
+    tags Dagster puts on such runs; None when the run is not partitioned."""
+    tags = context.run.tags
+    if RANGE_START in tags and RANGE_END in tags:
+        first, last = date.fromisoformat(tags[RANGE_START]), date.fromisoformat(tags[RANGE_END])
+    elif PARTITION in tags:
+        first = last = date.fromisoformat(tags[PARTITION])
+    else:
+        return None
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def scope_metadata(since: datetime | None) -> dict[str, Any]:
@@ -146,17 +162,22 @@ def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         additional_deps=[RESERVATIONS],  # in the sync, run after reservations refreshed the days
         description=(
             "Each summary day's total equals the reservations created that day in "
-            "REPORTING_TIMEZONE (warns). The sync compares the days it touched; the daily job "
-            "compares every day."
+            "REPORTING_TIMEZONE (warns). The sync compares the days it touched, a backfill the "
+            "days of its range, the daily job every day."
         ),
     )
     def day_totals_match(context: dg.AssetCheckExecutionContext,
                          warehouse: WarehouseResource) -> dg.AssetCheckResult:
         since = check_scope(context)
+        days = partition_days(context)
         with warehouse.engine() as engine, engine.connect() as conn:
             compared, mismatches = quality.summary_mismatches(
-                conn, warehouse.reporting_timezone, since
+                conn, warehouse.reporting_timezone, since, days
             )
+        scope = scope_metadata(since)
+        if days is not None:
+            scope = {"scope": "days of this run's partitions",
+                     "first_day": str(days[0]), "last_day": str(days[-1])}
         listed = [
             {"day": m.day.isoformat(), "summary_total": m.summary_total,
              "reservations_created": m.reservations_created}
@@ -169,8 +190,7 @@ def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
                 f"{len(mismatches)} day(s) disagree; backfill those partitions to repair them"),
             metadata={"days_compared": compared, "days_mismatched": len(mismatches),
                       "mismatched_days": dg.MetadataValue.json(listed),
-                      "reporting_timezone": warehouse.reporting_timezone,
-                      **scope_metadata(since)},
+                      "reporting_timezone": warehouse.reporting_timezone, **scope},
         )
 
     max_age = float(settings.freshness_minutes)

@@ -87,9 +87,12 @@ def test_thirty_day_backfill_is_one_run_and_recomputes_exactly_the_range(
         damaged = stored[stored["day"] == outside]
         assert set(damaged["reservation_count"]) == {999}
 
-        # the summary check ran in the same run, after the recompute
-        evaluations = result.get_asset_check_evaluations()
-        assert [e.check_name for e in evaluations] == ["day_totals_match_reservations"]
+        # the summary check ran in the same run, after the recompute, over the range's days
+        [evaluation] = result.get_asset_check_evaluations()
+        assert evaluation.check_name == "day_totals_match_reservations" and evaluation.passed
+        check_meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
+        assert check_meta["days_compared"] == 30
+        assert check_meta["scope"] == "days of this run's partitions"
 
         again = launch_backfill(instance, first, last)
         assert again.success

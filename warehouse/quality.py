@@ -140,14 +140,19 @@ def summary_totals(conn: Connection, days: Iterable[date] | None = None) -> dict
 
 
 def summary_mismatches(conn: Connection, zone_name: str | None,
-                       since: datetime | None = None) -> tuple[int, list[DayMismatch]]:
+                       since: datetime | None = None,
+                       days: Iterable[date] | None = None) -> tuple[int, list[DayMismatch]]:
     """Days whose summary total differs from the reservations created that day.
 
-    Returns (days compared, mismatches). With ``since``, only the days of reservations changed
-    since then are compared; without it, every day that has reservations or summary rows.
+    Returns (days compared, mismatches). With ``days``, exactly those days are compared (a
+    backfill's range); with ``since``, the days of reservations changed since then; with
+    neither, every day that has reservations or summary rows.
     """
     zone = reporting_zone(zone_name)
-    if since is None:
+    if days is not None:
+        days = set(days)
+        stored = summary_totals(conn, days) if days else {}
+    elif since is None:
         stored = summary_totals(conn)
         days = set(all_days(conn, zone)) | set(stored)
     else:
