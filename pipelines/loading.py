@@ -244,6 +244,8 @@ def load_reservations(
 
     Returns the figures; workers that vanished (404) are skipped and listed, workers that kept
     failing are listed too (the caller decides to fail the run after everything else loaded).
+    Each batch also writes the status history, quarantines rejects and, for workers read
+    completely (or 404), marks reservations TaskRouter no longer returns (``load_batch``).
     """
     started = time.monotonic()
     before = client.stats.snapshot()
