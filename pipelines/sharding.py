@@ -171,7 +171,10 @@ def shard_retry_policy() -> dg.RetryPolicy | None:
     """Dagster retries a shard whose step raised (database dropped, process died), not one that
     merely has failed workers: those were already retried request by request."""
     raw = os.environ.get(SHARD_RETRIES_ENV, "").strip() or "1"
-    retries = int(raw)
+    try:
+        retries = int(raw)
+    except ValueError:
+        raise ValueError(f"{SHARD_RETRIES_ENV}={raw!r} is not a whole number (e.g. 1)") from None
     if retries <= 0:
         return None
     return dg.RetryPolicy(max_retries=retries, delay=5, backoff=dg.Backoff.EXPONENTIAL)
