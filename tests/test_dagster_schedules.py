@@ -74,18 +74,21 @@ def test_tick_requests_a_run_when_nothing_is_in_flight(defs):
     assert isinstance(result, dg.RunRequest)
 
 
-@pytest.mark.parametrize("status", [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                                    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING])
-def test_tick_is_skipped_while_a_sync_is_in_flight(defs, status):
+IN_FLIGHT = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def test_tick_is_skipped_while_a_sync_is_in_flight(defs):
     with dg.instance_for_test() as instance:
         add_run(instance, "taskrouter_sync", dg.DagsterRunStatus.SUCCESS)
-        run_id = add_run(instance, "taskrouter_sync", status)
-        result = evaluate(defs, instance)
-        assert isinstance(result, dg.SkipReason)
-        assert run_id in (result.skip_message or "")
-        # once that run ends, the next tick syncs again
-        instance.report_run_failed(instance.get_run_by_id(run_id))
-        assert isinstance(evaluate(defs, instance), dg.RunRequest)
+        for status in IN_FLIGHT:
+            run_id = add_run(instance, "taskrouter_sync", status)
+            result = evaluate(defs, instance)
+            assert isinstance(result, dg.SkipReason), status
+            assert run_id in (result.skip_message or "")
+            # once that run ends, the next tick syncs again
+            instance.report_run_failed(instance.get_run_by_id(run_id))
+            assert isinstance(evaluate(defs, instance), dg.RunRequest), status
 
 
 def test_a_real_in_flight_sync_blocks_the_tick(defs, emulator):
