@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
-from warehouse.deletions import reconcile_workers, record_sids
+from warehouse.deletions import mark_missing_workers, reconcile_workers, record_sids
 from warehouse.engine import run_in_transaction
 from warehouse.history import record_status_changes
 from warehouse.normalize import Normalized, Rejected, normalize_reservations, normalize_workers
@@ -107,14 +107,19 @@ def load_workers(
         normalized = normalize_workers(records)
         figures.rejected += len(normalized.rejected)
 
-        def work(conn: Connection, normalized: Normalized = normalized) -> tuple[UpsertCounts, int]:
+        def work(conn: Connection, normalized: Normalized = normalized,
+                 ws: str = ws) -> tuple[UpsertCounts, int, int]:
             now = datetime.now(UTC)
-            return (upsert_workers(conn, normalized.rows, now),
-                    quarantine(conn, normalized.rejected, now, entity="worker"))
+            counts = upsert_workers(conn, normalized.rows, now)
+            quarantined = quarantine(conn, normalized.rejected, now, entity="worker")
+            # the listing is complete: known workers missing from it are gone, reservations too
+            gone = mark_missing_workers(conn, ws, normalized.rows["sid"].tolist(), now)
+            return counts, quarantined, gone
 
-        counts, quarantined = run_in_transaction(engine, work, what="worker upsert")
+        counts, quarantined, gone = run_in_transaction(engine, work, what="worker upsert")
         figures.add_counts(counts)
         figures.quarantined += quarantined
+        figures.deleted_upstream += gone
         listing[ws] = normalized.rows["sid"].tolist()
         figures.workers += len(listing[ws])
         figures.rows_seen += len(records)

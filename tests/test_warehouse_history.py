@@ -296,3 +296,23 @@ def test_the_dagster_sync_reports_history_and_deletions(emulator, sync_env):
         assert set(deleted_marks(engine)) == gone
     finally:
         engine.dispose()
+
+
+def test_workers_deleted_before_the_listing_have_their_reservations_marked(world_emulator, engine):
+    from pipelines.loading import load_workers
+
+    emulator = world_emulator
+    workspaces = list(emulator.world.workspaces)
+    with TaskRouterClient(credentials_from_env(emulator.env()), emulator.base_url) as client:
+        load_workers(client, engine, workspaces)
+        sync(emulator, engine)
+        gone_worker = emulator.world.delete_workers(1)[0]
+        figures, listing = load_workers(client, engine, workspaces)
+        assert gone_worker not in {w for sids in listing.values() for w in sids}
+        stored = table(engine, reservations)
+        own = set(stored.loc[stored["worker_sid"] == gone_worker, "sid"])
+        assert own and figures.deleted_upstream == len(own)
+        assert set(deleted_marks(engine)) == own
+        again, _ = load_workers(client, engine, workspaces)  # marks once, never again
+        assert again.deleted_upstream == 0
+        assert sync(emulator, engine).deleted_upstream == 0

@@ -4,7 +4,8 @@ TaskRouter deletes completed and canceled tasks (and their reservations) minutes
 the warehouse keeps them and records when a sync first noticed. Only a *complete* read of a
 worker's reservations can prove a sid is gone, so the loader calls ``reconcile_workers`` with the
 workers it read completely and every sid those reads returned; partial or failed reads are never
-passed. The work is set-based: a grouped count per worker of the rows still live in the
+passed; workers missing from a complete worker listing are handled by ``mark_missing_workers``.
+The work is set-based: a grouped count per worker of the rows still live in the
 warehouse (index-only on ``ix_reservations_worker_sid_deleted_upstream_at``), the live sids of
 just the workers whose count exceeds what the read returned, and chunked ``UPDATE ... WHERE sid
 IN``. Memory stays bounded by the batch.
@@ -23,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from warehouse.schema import reservations
+from warehouse.schema import reservations, workers
 
 WORKER_CHUNK = 500
 SID_CHUNK = 2000
@@ -95,6 +96,23 @@ def live_counts(conn: Connection, worker_sids: Sequence[str]) -> dict[str, int]:
         ).all()
         found.update((worker, int(count)) for worker, count in rows)
     return found
+
+
+def mark_missing_workers(conn: Connection, workspace_sid: str, listed_worker_sids: Collection[str],
+                         now: datetime) -> int:
+    """Mark the live reservations of known workers a complete worker listing no longer has.
+
+    A worker deleted upstream before a sync lists workers is never read, so ``reconcile_workers``
+    cannot see it; the ``workers`` table remembers it. Returns how many reservations were marked.
+    """
+    known = conn.execute(
+        sa.select(workers.c.sid).where(workers.c.workspace_sid == workspace_sid)
+    ).scalars().all()
+    listed = set(listed_worker_sids)
+    missing = sorted(sid for sid in known if sid not in listed)
+    if not missing:
+        return 0
+    return mark_deleted(conn, live_sids(conn, missing), now)
 
 
 def reconcile_workers(
