@@ -9,7 +9,8 @@ the summary check compares the days of its range; in any other run (the daily
 ``taskrouter_daily_checks`` job, or "Execute check" in the UI) they scan the whole table.
 """
 
-
+# no ``from __future__ import annotations``: Dagster inspects the ``context`` annotation of
+# check functions at definition time and rejects it as a string.
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
