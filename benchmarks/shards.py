@@ -94,6 +94,21 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of the PostgreSQL server: live processes plus backends it already reaped
+    (the postmaster's children's time), best effort; other databases' work counts too."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -125,6 +140,7 @@ def run_scenario(info: dict[str, Any], shards: int, threads: int) -> dict[str, A
         with dg.instance_for_test(temp_dir=home) as instance:
             load_before = os.getloadavg()[0]
             emu_cpu, (busy0, total0) = process_cpu_seconds(info["pid"]), machine_cpu()
+            pg_cpu = postgres_cpu_seconds()
             started = time.perf_counter()
             try:
                 result = dg.execute_job(job, instance=instance, run_config=run_config)
@@ -134,6 +150,7 @@ def run_scenario(info: dict[str, Any], shards: int, threads: int) -> dict[str, A
             seconds = time.perf_counter() - started
             busy1, total1 = machine_cpu()
             emu_cpu = process_cpu_seconds(info["pid"]) - emu_cpu
+            pg_cpu = postgres_cpu_seconds() - pg_cpu
             if not result.success:
                 raise RuntimeError(f"the {shards}-shard run failed")
             meta = next(
@@ -150,6 +167,8 @@ def run_scenario(info: dict[str, Any], shards: int, threads: int) -> dict[str, A
         "load_seconds": float(meta["seconds"]),  # plan_shards -> finish_sync, inside the run
         "machine_cpu_busy_pct": round(100.0 * (busy1 - busy0) / max(total1 - total0, 1), 1),
         "emulator_cpu_seconds": round(emu_cpu, 1),
+        "shard_cpu_seconds": float(meta.get("shard_cpu_seconds", 0.0)),  # all shard processes
+        "postgres_cpu_seconds": round(pg_cpu, 1),  # every postgres process on the machine
         "load_average_before": round(load_before, 2),  # other work on the machine skews figures
     }
 
@@ -180,13 +199,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| scenario | shards x threads | rows | wall s | rows/s | speed-up vs 1 shard | "
-            "machine CPU busy | emulator CPU s | load avg before |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "machine CPU busy | shard CPU s | PostgreSQL CPU s | emulator CPU s | load avg before |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['scenario']} | {r['shards']} x {r['threads_per_shard']} | {r['rows']:,} | "
             f"{r['seconds']:.1f} | {r['rows_per_second']:,.0f} | {r['speedup_vs_1_shard']:.2f} | "
-            f"{r['machine_cpu_busy_pct']:.0f}% | {r['emulator_cpu_seconds']:.1f} | "
+            f"{r['machine_cpu_busy_pct']:.0f}% | {r['shard_cpu_seconds']:.1f} | "
+            f"{r['postgres_cpu_seconds']:.1f} | {r['emulator_cpu_seconds']:.1f} | "
             f"{r['load_average_before']:.1f} |"
         )
     if rows:

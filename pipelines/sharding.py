@@ -113,6 +113,7 @@ class ShardResult:
 
     spec: ShardSpec
     figures: SyncFigures
+    cpu_seconds: float = 0.0  # CPU time of the shard's process (all its threads)
 
 
 def plan_shards(workspace_sids: list[str], shards: int,
@@ -228,6 +229,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
     def load_shard(context: dg.OpExecutionContext, spec: ShardSpec,
                    taskrouter: TaskRouterResource, warehouse: WarehouseResource) -> ShardResult:
         context.log.info(f"loading {spec.describe()}")
+        cpu = time.process_time()
         with taskrouter.client(spec.requests_per_second) as client, warehouse.engine() as engine:
             listing = list_workers_by_workspace(client, [p.workspace_sid for p in spec.parts])
             mine = spec.select(listing)
@@ -238,7 +240,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             # not raised here: the summary refresh still runs for everything that loaded, and
             # finish_sync fails the run naming this shard
             context.log.warning(f"{spec.key}: {WorkersFailed(figures)}")
-        return ShardResult(spec, figures)
+        return ShardResult(spec, figures, time.process_time() - cpu)
 
     @dg.op(description="Once after every shard: adds up the figures, refreshes the changed "
            "summary days, reports (and fails the run if any worker could not be read).")
@@ -257,6 +259,8 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             "dagster/row_count": total,
             **figures_metadata(figures),
             "shards": len(shards),
+            "shard_cpu_seconds": round(sum(r.cpu_seconds for r in shards), 1),
+            "slowest_shard_seconds": round(max((r.figures.seconds for r in shards), default=0), 1),
             "days_refreshed": len(refresh.days),
             "summary_days": dg.MetadataValue.json(days_listing(refresh.days)),
             "summary_rows": refresh.rows,
