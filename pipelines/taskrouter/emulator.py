@@ -2,9 +2,12 @@
 
 It serves the demo, the tests and the benchmarks over real HTTP on 127.0.0.1. Each response
 goes out in one ``sendall`` with ``TCP_NODELAY`` set, so keep-alive clients do not meet the
-~40 ms Nagle/delayed-ACK stall. Optional faults (latency, a rate limit answering 429, 5xx,
-resets, truncated or invalid bodies, slow answers, workers vanishing after listing) let tests
-prove the client survives the real API.
+~40 ms Nagle/delayed-ACK stall. Optional faults (``Faults``: latency, a rate limit answering 429
+with ``Retry-After``, a fault rate over 429/500/503/reset/truncated/badjson/slow, workers
+vanishing after listing, workers that always fail, 403 for everything, a ``next_page_url`` on
+another origin) let tests prove the client survives the real API; ``GET /_emulator/stats``
+reports what the server saw (requests, faults, 429s, the busiest one-second window, the most
+requests in flight at once).
 
 Run it alone: ``python -m pipelines.taskrouter.emulator --workers 50``; it prints one JSON line
 with its base URL and credentials.
