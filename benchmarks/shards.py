@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -109,6 +110,44 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+class BackendSampler:
+    """Samples the scenario database's backends twice a second: how many are running a
+    statement, and how many of those wait on a lock (the shards' per-table writer lock)."""
+
+    def __init__(self, url: str, every: float = 0.5) -> None:
+        self.name = sa.make_url(url).database
+        self.every, self.samples = every, []
+        self.engine = sa.create_engine(PG_ADMIN, pool_size=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        query = sa.text(
+            "SELECT count(*) FILTER (WHERE state = 'active'),"
+            " count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock')"
+            " FROM pg_stat_activity WHERE datname = :db"
+        )
+        with self.engine.connect() as conn:
+            while not self._stop.wait(self.every):
+                self.samples.append(tuple(conn.execute(query, {"db": self.name}).one()))
+                conn.rollback()
+
+    def __enter__(self) -> "BackendSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
+
+    def averages(self) -> tuple[float, float]:
+        if not self.samples:
+            return 0.0, 0.0
+        n = len(self.samples)
+        return sum(a for a, _ in self.samples) / n, sum(w for _, w in self.samples) / n
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -143,7 +182,8 @@ def run_scenario(info: dict[str, Any], shards: int, threads: int) -> dict[str, A
             pg_cpu = postgres_cpu_seconds()
             started = time.perf_counter()
             try:
-                result = dg.execute_job(job, instance=instance, run_config=run_config)
+                with BackendSampler(url) as sampler:
+                    result = dg.execute_job(job, instance=instance, run_config=run_config)
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
@@ -169,6 +209,9 @@ def run_scenario(info: dict[str, Any], shards: int, threads: int) -> dict[str, A
         "emulator_cpu_seconds": round(emu_cpu, 1),
         "shard_cpu_seconds": float(meta.get("shard_cpu_seconds", 0.0)),  # all shard processes
         "postgres_cpu_seconds": round(pg_cpu, 1),  # every postgres process on the machine
+        # sampled: backends running a statement / of those, waiting on a lock
+        "pg_active_backends_avg": round(sampler.averages()[0], 2),
+        "pg_lock_waiting_avg": round(sampler.averages()[1], 2),
         "load_average_before": round(load_before, 2),  # other work on the machine skews figures
     }
 
@@ -199,14 +242,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| scenario | shards x threads | rows | wall s | rows/s | speed-up vs 1 shard | "
-            "machine CPU busy | shard CPU s | PostgreSQL CPU s | emulator CPU s | load avg before |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "machine CPU busy | shard CPU s | PostgreSQL CPU s | emulator CPU s | "
+            "PG backends active (avg) | of which waiting on a lock | load avg before |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['scenario']} | {r['shards']} x {r['threads_per_shard']} | {r['rows']:,} | "
             f"{r['seconds']:.1f} | {r['rows_per_second']:,.0f} | {r['speedup_vs_1_shard']:.2f} | "
             f"{r['machine_cpu_busy_pct']:.0f}% | {r['shard_cpu_seconds']:.1f} | "
             f"{r['postgres_cpu_seconds']:.1f} | {r['emulator_cpu_seconds']:.1f} | "
+            f"{r['pg_active_backends_avg']:.2f} | {r['pg_lock_waiting_avg']:.2f} | "
             f"{r['load_average_before']:.1f} |"
         )
     if rows:
