@@ -302,3 +302,23 @@ def test_storage_form_per_dialect_ignores_the_session_time_zone(engine):
     refresh_changed_days(engine, "America/New_York")
     url = engine.url.render_as_string(hide_password=False)
     assert set(stored_daily_counts(url)["day"]) == {date(2026, 11, 1)}
+
+
+def test_values_a_database_cannot_store_are_handled_the_same_everywhere(engine):
+    """NUL (PostgreSQL text cannot hold it) becomes U+FFFD; a value longer than its column
+    (PostgreSQL/MySQL refuse it, SQLite would keep it) rejects only its record, with a reason."""
+    t = "2026-11-20T10:00:05Z"
+    records = [rec("WR1", "pending", t, name="nul\x00inside"),
+               rec("WR2", "pending", t, name="x" * 513),
+               rec("WR3", "s" * 33, t),
+               rec("WR4", "pending", t, name="x" * 512, links={"w": "a\x00b"})]
+    normalized = normalize_reservations(records)
+    assert sorted((r.record["sid"], r.reason) for r in normalized.rejected) == [
+        ("WR2", "worker_name is longer than 512 characters"),
+        ("WR3", "reservation_status is longer than 32 characters")]
+    with engine.begin() as conn:
+        assert counts(upsert_reservations(conn, normalized.rows, NOW)) == (2, 0, 0)
+    rows = stored(engine)
+    assert rows["WR1"]["worker_name"] == "nul\ufffdinside"
+    assert rows["WR4"]["worker_name"] == "x" * 512
+    assert rows["WR4"]["links"] == '{"w":"a\\u0000b"}'  # escaped inside JSON: kept as is

@@ -13,6 +13,7 @@ import orjson
 import pandas as pd
 
 from warehouse.lifecycle import STATUS_RANK, TERMINAL_RANK
+from warehouse.schema import reservations as _reservations_table
 
 RESERVATION_FIELDS = [
     "sid",
@@ -85,6 +86,27 @@ def _links_json(values: list[Any]) -> list[Any]:
     ]
 
 
+# Column lengths of the text fields: PostgreSQL and MySQL (strict mode) refuse longer values and
+# SQLite would keep them, so a longer value is rejected here, the same way on every database.
+TEXT_LIMITS = {name: _reservations_table.c[name].type.length for name in TEXT_FIELDS
+               if getattr(_reservations_table.c[name].type, "length", None)}
+NUL, NUL_REPLACEMENT = "\x00", "\ufffd"
+
+
+def storable_text(column: pd.Series) -> pd.Series:
+    """U+0000 becomes U+FFFD: PostgreSQL text cannot hold NUL (the whole batch would fail there
+    and load elsewhere), so it is replaced the same way on every database."""
+    try:  # the common case, checked at C speed: no NUL anywhere in the column
+        if NUL not in "".join(column.dropna().tolist()):
+            return column
+    except TypeError:  # values that are not strings: checked one by one
+        pass
+    has_nul = column.map(lambda v: isinstance(v, str) and NUL in v)
+    if not has_nul.any():
+        return column
+    return column.where(~has_nul, column[has_nul].str.replace(NUL, NUL_REPLACEMENT, regex=False))
+
+
 def _not_text(column: pd.Series) -> pd.Series:
     """True where a value is neither a string nor missing (vectorized fast path for clean data)."""
     kind = pd.api.types.infer_dtype(column, skipna=True)
@@ -111,6 +133,11 @@ def normalize_reservations(records: list[Any]) -> Normalized:
     for name in TEXT_FIELDS:
         bad = _not_text(frame[name])
         reasons = reasons.mask(bad & (reasons == ""), f"{name} is not a string")
+        frame[name] = storable_text(frame[name])
+        limit = TEXT_LIMITS.get(name)
+        if limit is not None:
+            long = frame[name].map(lambda v, n=limit: isinstance(v, str) and len(v) > n).astype(bool)
+            reasons = reasons.mask(long & (reasons == ""), f"{name} is longer than {limit} characters")
     for name in REQUIRED:
         missing = frame[name].isna() | (frame[name] == "")
         reasons = reasons.mask(missing & (reasons == ""), f"missing {name}")
@@ -161,6 +188,8 @@ def normalize_workers(records: list[dict[str, Any]]) -> Normalized:
     frame["attributes"] = frame["attributes"].map(
         lambda v: v if v is None or isinstance(v, str) else compact_json(v)
     )
+    for name in ("friendly_name", "activity_name", "attributes", "url"):
+        frame[name] = storable_text(frame[name])
     frame["available"] = frame["available"].map(lambda v: None if v is None else bool(v))
     frame = frame.drop_duplicates("sid", keep="last")
     return Normalized(frame.reset_index(drop=True), rejected)
