@@ -94,6 +94,13 @@ def create_warehouse_engine(raw: str | URL | None = None, **kwargs: object) -> E
     options: dict[str, object] = {"pool_pre_ping": True}
     if backend == "sqlite":
         options["connect_args"] = {"timeout": 60}
+    if backend == "postgresql":
+        # fail in seconds, not minutes, when the server is unreachable; name us in pg_stat_activity
+        options["connect_args"] = {
+            key: value for key, value in (("connect_timeout", 10),
+                                          ("application_name", "taskrouter-warehouse"))
+            if key not in url.query
+        }
     if backend in ("mysql", "mariadb"):
         # READ COMMITTED like PostgreSQL's default: the same visibility on both servers, and
         # InnoDB takes far fewer gap locks (the usual source of upsert deadlocks).
