@@ -195,9 +195,13 @@ def _lock_summaries(engine: Engine, conn: Connection) -> None:
     """Serialize summary refreshes: two at once would delete and insert the same days.
 
     Locks the ``reporting_timezone`` state row (``FOR UPDATE``; created first if missing).
-    SQLite has one writer at a time anyway, and SQLAlchemy leaves ``FOR UPDATE`` out there.
+    SQLite: ``BEGIN IMMEDIATE``, so the reads that choose the days and the rewrite of those
+    days are one write transaction (a load cannot commit in between).
     """
     if conn.dialect.name == "sqlite":
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is not None and not dbapi.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         return
     query = sa.select(warehouse_state.c.key).where(warehouse_state.c.key == REPORTING_TIMEZONE)
     if conn.execute(query.with_for_update()).first() is not None:
