@@ -2,7 +2,9 @@
 
 Scenarios, all in one call against emulator subprocesses with 20 ms latency per request:
 - ``sequential_baseline``: a plain ``requests`` loop, PageSize=1000, following next_page_url,
-  one ``sqlite3`` ``executemany`` upsert (newest ``date_updated`` wins) per page;
+  one ``sqlite3`` ``executemany`` upsert (newest ``date_updated`` wins) per page, committed;
+- ``sequential_baseline_wal``: the same with the project's SQLite settings (WAL,
+  ``synchronous=NORMAL``), so the comparison does not lean on the default fsync per commit;
 - ``pooled_sync``: the project's path (``pipelines.loading`` with the real client: bounded pool,
   retries, rate limiter off) into a fresh SQLite warehouse;
 - ``pooled_sync_faults``: the same against an emulator answering 15% of requests with a fault
@@ -72,9 +74,12 @@ UPSERT = (
 )
 
 
-def sequential_baseline(emu: dict[str, Any], path: Path) -> dict[str, Any]:
+def sequential_baseline(emu: dict[str, Any], path: Path, wal: bool = False) -> dict[str, Any]:
     """What a competent engineer writes in an hour: one thread, one page at a time."""
     conn = sqlite3.connect(path)
+    if wal:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"CREATE TABLE reservations ({', '.join(COLUMNS)}, PRIMARY KEY (sid))")
     session = requests.Session()
     session.auth = (emu["account_sid"], emu["auth_token"])
@@ -149,6 +154,8 @@ def run(quick: bool = False, workers: int | None = None,
         with emulator(workers, reservations) as emu:
             base = sequential_baseline(emu, folder / "baseline.db")
             base_stored = _stored_rows(folder / "baseline.db")
+            wal = sequential_baseline(emu, folder / "baseline_wal.db", wal=True)
+            wal_stored = _stored_rows(folder / "baseline_wal.db")
             clean = pooled_sync(emu, folder / "pooled.db")
             clean_stored = _stored_rows(folder / "pooled.db")
         with emulator(workers, reservations, "--fault-rate", str(FAULT_RATE),
@@ -157,6 +164,7 @@ def run(quick: bool = False, workers: int | None = None,
             faults_injected = sum(server_stats(emu)["faults"].values())
             faulty_stored = _stored_rows(folder / "faults.db")
     for scenario, figures, stored in (("sequential_baseline", base, base_stored),
+                                      ("sequential_baseline_wal", wal, wal_stored),
                                       ("pooled_sync", clean, clean_stored),
                                       ("pooled_sync_faults", faulty, faulty_stored)):
         row = {
@@ -170,6 +178,7 @@ def run(quick: bool = False, workers: int | None = None,
             "requests": figures["requests"],
             "retries": figures["retries"],
             "speedup_vs_baseline": round(base["seconds"] / figures["seconds"], 2),
+            "speedup_vs_wal_baseline": round(wal["seconds"] / figures["seconds"], 2),
         }
         if scenario == "pooled_sync_faults":
             row["faults_injected"] = faults_injected
