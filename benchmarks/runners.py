@@ -52,7 +52,7 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
                           concurrency=args.get("concurrency", 8)) as client:
         listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
         figures = load_reservations(client, engine, listing,
-                                    batch_rows=args.get("batch_rows", 20_000))
+                                    batch_rows=args.get("batch_rows", 10_000))
         refresh = refresh_changed_days(engine, "UTC")
     seconds = time.perf_counter() - started
     engine.dispose()

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
+from pipelines.memory import limit_malloc_arenas, release_free_memory
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
 from warehouse.deletions import mark_missing_workers, reconcile_workers, record_sids
 from warehouse.engine import run_in_transaction
@@ -28,7 +29,7 @@ from warehouse.quarantine import quarantine
 from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 
 log = logging.getLogger(__name__)
-DEFAULT_BATCH_ROWS = 20_000
+DEFAULT_BATCH_ROWS = 10_000
 PROGRESS_EVERY_S = 5.0
 MAX_WORKERS_PER_BATCH = 2000  # workers with no reservations still need their deletions checked
 
@@ -258,7 +259,10 @@ def load_reservations(
     figures = SyncFigures(workspaces=len(workers_by_workspace), workers=total)
     meter = _Progress(total, client, progress)
 
+    limit_malloc_arenas()
+
     def collect(batch: BatchResult) -> None:
+        release_free_memory()
         figures.add_counts(batch.counts)
         figures.rejected += len(batch.rejected)
         figures.quarantined += batch.quarantined

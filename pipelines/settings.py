@@ -64,7 +64,7 @@ def load_settings() -> Settings:
         connect_timeout_s=float(_float("TASKROUTER_CONNECT_TIMEOUT_S", 5.0) or 5.0),
         read_timeout_s=float(_float("TASKROUTER_READ_TIMEOUT_S", 30.0) or 30.0),
         max_attempts=_int("TASKROUTER_MAX_ATTEMPTS", 6),
-        batch_rows=_int("SYNC_BATCH_ROWS", 20_000),
+        batch_rows=_int("SYNC_BATCH_ROWS", 10_000),
         sync_cron=_text("SYNC_CRON", "*/5 * * * *"),
         auto_migrate=_text("WAREHOUSE_AUTO_MIGRATE", "1") not in ("0", "false", "no"),
         freshness_minutes=float(_float("FRESHNESS_MAX_AGE_MINUTES", 30.0) or 30.0),
