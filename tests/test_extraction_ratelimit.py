@@ -77,7 +77,9 @@ def test_rate_limiter_spaces_calls_from_many_threads():
     for thread in threads:
         thread.join()
     assert len(stamps) == 90
-    assert max_in_window(stamps, 1.0) <= 51
+    # slots are 20 ms apart (51 fit in a closed 1 s window); a thread that wakes late can push
+    # its stamp next to the following ones, hence the small margin
+    assert max_in_window(stamps, 1.0) <= 56
     assert not RateLimiter(None).enabled and RateLimiter(0).acquire() == 0.0
 
 
