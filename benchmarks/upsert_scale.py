@@ -119,7 +119,7 @@ def scratch_database(kind: str) -> Iterator[str]:
         return
     admin_url = PG_ADMIN_URL if kind == "postgresql" else MYSQL_ADMIN_URL
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"bench_{kind[:2]}_{uuid.uuid4().hex[:8]}"
+    name = f"upsert_bench_{kind[:2]}_{uuid.uuid4().hex[:8]}"
     quote = '"' if kind == "postgresql" else "`"
     with admin.connect() as conn:
         extra = "" if kind == "postgresql" else " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
