@@ -306,20 +306,21 @@ def test_storage_form_per_dialect_ignores_the_session_time_zone(engine):
 
 def test_values_a_database_cannot_store_are_handled_the_same_everywhere(engine):
     """NUL (PostgreSQL text cannot hold it) becomes U+FFFD; a value longer than its column
-    (PostgreSQL/MySQL refuse it, SQLite would keep it) rejects only its record, with a reason."""
+    (PostgreSQL/MySQL refuse it, SQLite would keep it): a display name is cut to fit, any other
+    field rejects only its record, with a reason."""
     t = "2026-11-20T10:00:05Z"
     records = [rec("WR1", "pending", t, name="nul\x00inside"),
                rec("WR2", "pending", t, name="x" * 513),
                rec("WR3", "s" * 33, t),
                rec("WR4", "pending", t, name="x" * 512, links={"w": "a\x00b"})]
     normalized = normalize_reservations(records)
-    assert sorted((r.record["sid"], r.reason) for r in normalized.rejected) == [
-        ("WR2", "worker_name is longer than 512 characters"),
+    assert [(r.record["sid"], r.reason) for r in normalized.rejected] == [
         ("WR3", "reservation_status is longer than 32 characters")]
     with engine.begin() as conn:
-        assert counts(upsert_reservations(conn, normalized.rows, NOW)) == (2, 0, 0)
+        assert counts(upsert_reservations(conn, normalized.rows, NOW)) == (3, 0, 0)
     rows = stored(engine)
     assert rows["WR1"]["worker_name"] == "nul\ufffdinside"
+    assert rows["WR2"]["worker_name"] == "x" * 512
     assert rows["WR4"]["worker_name"] == "x" * 512
     assert rows["WR4"]["links"] == '{"w":"a\\u0000b"}'  # escaped inside JSON: kept as is
 
@@ -338,3 +339,24 @@ def test_upsert_scale_benchmark_runs_on_a_tiny_shape():
         assert row["rows"] == 3000
     assert 200 < results[2]["updated"] < 400
     assert "| sqlite |" in markdown(results)
+
+
+def test_worker_names_too_long_or_with_nul_load_the_same_everywhere(engine):
+    from warehouse.normalize import normalize_workers
+    from warehouse.schema import workers
+    from warehouse.upsert import upsert_workers
+
+    worker = {"sid": "WK1", "account_sid": "AC1", "workspace_sid": WS,
+              "friendly_name": "Zoë 🎧 " + "y" * 600, "activity_sid": "WA1",
+              "activity_name": "Busy\x00", "available": False, "attributes": '{"skills":["fr"]}',
+              "date_created": "2026-11-01T00:00:00Z", "date_updated": "2026-11-01T00:00:00+00:00",
+              "date_status_changed": None, "url": "https://w"}
+    with engine.begin() as conn:
+        assert counts(upsert_workers(conn, normalize_workers([worker]).rows, NOW)) == (1, 0, 0)
+    with engine.begin() as conn:  # unchanged on a second load: the stored form is the normalized one
+        assert counts(upsert_workers(conn, normalize_workers([worker]).rows, NOW)) == (0, 0, 1)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(workers)).mappings().one()
+    assert row["friendly_name"] == ("Zoë 🎧 " + "y" * 600)[:512]
+    assert row["activity_name"] == "Busy\ufffd"
+    assert row["attributes"] == '{"skills":["fr"]}' and row["available"] is False

@@ -87,9 +87,12 @@ def _links_json(values: list[Any]) -> list[Any]:
 
 
 # Column lengths of the text fields: PostgreSQL and MySQL (strict mode) refuse longer values and
-# SQLite would keep them, so a longer value is rejected here, the same way on every database.
+# SQLite would keep them, so they are handled here, the same way on every database: a display
+# name is cut to its column (the reservation is kept), any other field rejects its record.
 TEXT_LIMITS = {name: _reservations_table.c[name].type.length for name in TEXT_FIELDS
                if getattr(_reservations_table.c[name].type, "length", None)}
+CUT_TO_FIT = {"worker_name"}
+WORKER_NAME_LIMITS = {"friendly_name": 512, "activity_name": 255}
 NUL, NUL_REPLACEMENT = "\x00", "\ufffd"
 
 
@@ -105,6 +108,11 @@ def storable_text(column: pd.Series) -> pd.Series:
     if not has_nul.any():
         return column
     return column.where(~has_nul, column[has_nul].str.replace(NUL, NUL_REPLACEMENT, regex=False))
+
+
+def cut_to_fit(column: pd.Series, limit: int) -> pd.Series:
+    """Strings longer than ``limit`` characters cut to it; everything else unchanged."""
+    return column.map(lambda v: v[:limit] if isinstance(v, str) and len(v) > limit else v)
 
 
 def _not_text(column: pd.Series) -> pd.Series:
@@ -137,7 +145,11 @@ def normalize_reservations(records: list[Any]) -> Normalized:
         limit = TEXT_LIMITS.get(name)
         if limit is not None:
             long = frame[name].map(lambda v, n=limit: isinstance(v, str) and len(v) > n).astype(bool)
-            reasons = reasons.mask(long & (reasons == ""), f"{name} is longer than {limit} characters")
+            if name in CUT_TO_FIT:
+                frame[name] = cut_to_fit(frame[name], limit)
+            else:
+                reasons = reasons.mask(long & (reasons == ""),
+                                       f"{name} is longer than {limit} characters")
     for name in REQUIRED:
         missing = frame[name].isna() | (frame[name] == "")
         reasons = reasons.mask(missing & (reasons == ""), f"missing {name}")
@@ -190,6 +202,8 @@ def normalize_workers(records: list[dict[str, Any]]) -> Normalized:
     )
     for name in ("friendly_name", "activity_name", "attributes", "url"):
         frame[name] = storable_text(frame[name])
+    for name, limit in WORKER_NAME_LIMITS.items():
+        frame[name] = cut_to_fit(frame[name], limit)
     frame["available"] = frame["available"].map(lambda v: None if v is None else bool(v))
     frame = frame.drop_duplicates("sid", keep="last")
     return Normalized(frame.reset_index(drop=True), rejected)
