@@ -216,9 +216,9 @@ def run_scenario(info: dict[str, Any], shards: int, threads: int) -> dict[str, A
     }
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
+def run(quick: bool = False, shape: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every scenario against one emulator; ratios against 1 shard from the same call."""
-    shape = QUICK if quick else FULL
+    shape = shape or (QUICK if quick else FULL)
     try:
         sa.create_engine(PG_ADMIN).connect().close()
     except Exception as error:  # noqa: BLE001
@@ -264,8 +264,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small shape (smoke run)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--workers", type=int, help="another shape: workers (one workspace)")
+    parser.add_argument("--reservations", type=int, default=100, help="with --workers")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="with --workers")
     args = parser.parse_args(argv)
-    rows = run(quick=args.quick)
+    shape = ({"workers": args.workers, "reservations": args.reservations,
+              "latency_ms": args.latency_ms} if args.workers else None)
+    rows = run(quick=args.quick, shape=shape)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
