@@ -146,15 +146,24 @@ def changed_days(conn: Connection, since: datetime | None, zone: ZoneInfo,
     return days, recheck - days, newest
 
 
-def _day_contents(conn: Connection, days: list[date]) -> dict[date, set[tuple[object, ...]]]:
+def _day_contents(conn: Connection, days: list[date]) -> dict[date, dict[str, int]]:
+    """Per day, the reservations per status: enough to tell whether a recomputed day moved.
+
+    A reservation never changes day or worker, only status (or appears), so any change to a
+    day shows in its per-status totals; grouping in SQL keeps this to a few rows per day
+    (reading every summary row into Python sets took ~0.8 GB on a 1.5M-row warehouse).
+    """
     t = counts_table.c
-    out: dict[date, set[tuple[object, ...]]] = {d: set() for d in days}
+    out: dict[date, dict[str, int]] = {d: {} for d in days}
     for start in range(0, len(days), 500):
-        rows = conn.execute(sa.select(t.day, t.workspace_sid, t.worker_sid, t.reservation_status,
-                                      t.reservation_count).where(t.day.in_(days[start:start + 500])))
-        for row in rows:
-            day = row[0] if isinstance(row[0], date) else date.fromisoformat(str(row[0]))
-            out.setdefault(day, set()).add(tuple(row[1:]))
+        rows = conn.execute(
+            sa.select(t.day, t.reservation_status, sa.func.sum(t.reservation_count))
+            .where(t.day.in_(days[start:start + 500]))
+            .group_by(t.day, t.reservation_status)
+        )
+        for day, status, total in rows:
+            day = day if isinstance(day, date) else date.fromisoformat(str(day))
+            out.setdefault(day, {})[status] = int(total)
     return out
 
 
@@ -166,7 +175,7 @@ def refresh_with_recheck(conn: Connection, days: set[date], recheck: set[date],
     result = refresh_days(conn, days | set(again), zone)
     if again:
         after = _day_contents(conn, again)
-        moved = {d for d in again if before.get(d, set()) != after.get(d, set())}
+        moved = {d for d in again if before.get(d, {}) != after.get(d, {})}
         if moved:
             log.warning("summary days %s changed by loads that committed after the last "
                         "refresh: recomputed", ", ".join(str(d) for d in sorted(moved)))
