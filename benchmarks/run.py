@@ -45,6 +45,7 @@ EXTRA_MODULES = {
     "faults": "benchmarks.extraction_faults",
     "backfill": "benchmarks.backfill",
     "shards": "benchmarks.shards",
+    "history": "benchmarks.warehouse_history",
 }
 
 
@@ -128,13 +129,14 @@ class Databases:
 
 
 def measure_shape(workers: int, reservations: int, latency: float, database: str, reps: int,
-                  dbs: Databases, scenarios: list[str], concurrency: int) -> list[dict[str, Any]]:
+                  dbs: Databases, scenarios: list[str], concurrency: int,
+                  loaders: list[str]) -> list[dict[str, Any]]:
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with emulator(workers, reservations, latency) as info:
         common = {"base_url": info["base_url"], "account_sid": info["account_sid"],
                   "auth_token": info["auth_token"], "concurrency": concurrency}
         for rep in range(reps):
-            for loader in ("project", "baseline"):
+            for loader in [x for x in ("project", "baseline") if x in loaders]:
                 control(info, "reset")
                 control(info, "prewarm")
                 url = dbs.fresh(database)
@@ -152,7 +154,7 @@ def measure_shape(workers: int, reservations: int, latency: float, database: str
                           f"{result['rows']:>9,} rows  rss {result['peak_rss_mb']:.0f} MB", flush=True)
             control(info, "reset")
             control(info, "prewarm")
-            for ceiling in ("fetch_only", "load_only"):
+            for ceiling in [x for x in ("fetch_only", "load_only") if x in loaders]:
                 url = dbs.fresh(database)
                 result = run_runner(ceiling, {**common, "baseline_url": url})
                 samples.setdefault((ceiling, "full"), []).append(result)
@@ -167,9 +169,9 @@ def _median(results: list[dict[str, Any]], key: str) -> float:
 
 def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int, reservations: int,
               latency: float, database: str) -> list[dict[str, Any]]:
-    fetch = _median(samples[("fetch_only", "full")], "seconds")
-    load = _median(samples[("load_only", "full")], "seconds")
-    ceiling = max(fetch, load)
+    fetch = _median(samples[("fetch_only", "full")], "seconds") if ("fetch_only", "full") in samples else None
+    load = _median(samples[("load_only", "full")], "seconds") if ("load_only", "full") in samples else None
+    ceiling = max(x for x in (fetch, load) if x is not None) if (fetch or load) else None
     rows_out = []
     for (loader, scenario), results in sorted(samples.items()):
         seconds = _median(results, "seconds")
@@ -189,9 +191,9 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
             base = samples.get(("baseline", scenario))
             if base:
                 row["speedup_vs_baseline"] = round(_median(base, "seconds") / seconds, 2)
-            if scenario == "full":
+            if scenario == "full" and ceiling:
                 row["vs_ceiling"] = round(seconds / ceiling, 2)
-            if scenario == "noop":
+            if scenario == "noop" and fetch:
                 row["vs_fetch_only"] = round(seconds / fetch, 2)
         rows_out.append(row)
     return rows_out
@@ -258,6 +260,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default="full,noop,advance")
     p.add_argument("--repetitions", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--loaders", default="project,baseline,fetch_only,load_only",
+                   help="which loaders to run (e.g. skip the slow baseline at 1.5M rows)")
     p.add_argument("--quick", action="store_true", help="tiny shape, one repetition (smoke test)")
     p.add_argument("--extras", default="", help=f"also run: {','.join(EXTRA_MODULES)} (or 'all')")
     p.add_argument("--output", default=str(RESULTS / "latest"), help="path stem for .json and .md")
@@ -284,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{workers} workers x {reservations} reservations, {latency:g} ms, {database}",
                           flush=True)
                     rows += measure_shape(workers, reservations, latency, database,
-                                          args.repetitions, dbs, scenarios, args.concurrency)
+                                          args.repetitions, dbs, scenarios, args.concurrency,
+                                          args.loaders.split(","))
     finally:
         dbs.cleanup()
     sections = [f"Machine: {machine()}; {args.repetitions} repetition(s), medians.\n", markdown(rows)]
