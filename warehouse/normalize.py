@@ -110,9 +110,20 @@ def storable_text(column: pd.Series) -> pd.Series:
     return column.where(~has_nul, column[has_nul].str.replace(NUL, NUL_REPLACEMENT, regex=False))
 
 
+def too_long(column: pd.Series, limit: int) -> pd.Series:
+    """True where a value is a string longer than ``limit`` characters (vectorized when it can)."""
+    try:
+        return column.str.len().gt(limit).fillna(False).astype(bool)
+    except AttributeError:  # no strings at all in the column: nothing is too long
+        return pd.Series(False, index=column.index)
+
+
 def cut_to_fit(column: pd.Series, limit: int) -> pd.Series:
     """Strings longer than ``limit`` characters cut to it; everything else unchanged."""
-    return column.map(lambda v: v[:limit] if isinstance(v, str) and len(v) > limit else v)
+    long = too_long(column, limit)
+    if not long.any():
+        return column
+    return column.where(~long, column[long].str.slice(0, limit))
 
 
 def _not_text(column: pd.Series) -> pd.Series:
@@ -144,7 +155,7 @@ def normalize_reservations(records: list[Any]) -> Normalized:
         frame[name] = storable_text(frame[name])
         limit = TEXT_LIMITS.get(name)
         if limit is not None:
-            long = frame[name].map(lambda v, n=limit: isinstance(v, str) and len(v) > n).astype(bool)
+            long = too_long(frame[name], limit)
             if name in CUT_TO_FIT:
                 frame[name] = cut_to_fit(frame[name], limit)
             else:
