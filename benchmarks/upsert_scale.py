@@ -8,8 +8,9 @@ For each database, in the same run and on fresh databases:
 - ``full load``: ``warehouse.upsert.upsert_reservations`` of the same rows into the empty table
   (normalized pandas frames in, exactly what the sync hands it).
 - ``incremental``: the same rows again, 10% of them a newer version and 90% unchanged.
-- ``experiment`` (PostgreSQL): the staging alternative, ``COPY`` into a temp table plus one
-  ``INSERT ... SELECT ... ON CONFLICT``, write only; kept to show why the upsert does not use it.
+- PostgreSQL only: the full load and the incremental pass again with the upsert's other write
+  path (driver ``executemany`` for every batch instead of ``COPY`` into a staging table plus
+  one ``INSERT ... SELECT ... ON CONFLICT``), so the choice of path is measured in the same run.
 
 Batches are ``--batch`` rows (the sync's ``SYNC_BATCH_ROWS`` default), one transaction each, for
 all three scenarios. Rows are synthetic (pandas, no HTTP). Ratios are against the ceiling
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from warehouse import upsert as upsert_module  # noqa: E402
 from warehouse.engine import create_warehouse_engine  # noqa: E402
 from warehouse.lifecycle import status_rank  # noqa: E402
 from warehouse.migrate import ensure_schema  # noqa: E402
@@ -191,39 +193,6 @@ def upsert_pass(engine: sa.Engine, frame: pd.DataFrame, batch: int) -> tuple[flo
     return time.perf_counter() - started, totals
 
 
-def pg_copy_staging(url: str, frame: pd.DataFrame, batch: int) -> float:
-    """Seconds to load ``frame`` into an empty table the staging way: per batch, ``COPY`` into a
-    temp table, then one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE newer``.
-
-    Write only (no classification read, no counts): if even this is not clearly faster than the
-    full upsert, the staging path is not worth its extra moving parts.
-    """
-    engine = create_warehouse_engine(url)
-    ensure_schema(engine)
-    columns = ", ".join(RESERVATION_COLUMNS)
-    updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
-    merge = (
-        f"INSERT INTO reservations ({columns}) SELECT {columns} FROM _stage ORDER BY sid "
-        "ON CONFLICT (sid) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in updatable)
-        + " WHERE EXCLUDED.date_updated > reservations.date_updated OR (EXCLUDED.date_updated ="
-        " reservations.date_updated AND EXCLUDED.status_rank > reservations.status_rank)"
-    )
-    started = time.perf_counter()
-    for part in batches(frame, batch):
-        rows = _driver_tuples(part, "postgresql", datetime.now(UTC))
-        with engine.begin() as conn:
-            conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS _stage "
-                                 "(LIKE reservations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-            cursor = conn.connection.dbapi_connection.cursor()
-            with cursor.copy(f"COPY _stage ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            conn.exec_driver_sql(merge)
-    seconds = time.perf_counter() - started
-    engine.dispose()
-    return seconds
-
-
 def _row(scenario: str, database: str, rows: int, seconds: float, ceiling_rps: float | None,
          **extra: Any) -> dict[str, Any]:
     rps = rows / seconds if seconds else 0.0
@@ -265,10 +234,22 @@ def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...]
         results.append(_row("upsert: 10% newer, 90% unchanged", database, n, inc_seconds, base_rps,
                             updated=inc["updated"], unchanged=inc["unchanged"]))
         if database == "postgresql" and staging:
-            with scratch_database(database) as url:
-                copy_seconds = pg_copy_staging(url, frame, batch)
-            results.append(_row("experiment: COPY staging + INSERT..SELECT (write only)", database,
-                                n, copy_seconds, base_rps))
+            # the same upsert with its other PostgreSQL write path: executemany for every batch
+            saved = upsert_module.PG_COPY_MIN_ROWS
+            upsert_module.PG_COPY_MIN_ROWS = None
+            try:
+                with scratch_database(database) as url:
+                    engine = create_warehouse_engine(url)
+                    ensure_schema(engine)
+                    em_full, _ = upsert_pass(engine, frame, batch)
+                    em_inc, _ = upsert_pass(engine, second, batch)
+                    engine.dispose()
+            finally:
+                upsert_module.PG_COPY_MIN_ROWS = saved
+            results.append(_row("upsert, executemany path: full load", database, n, em_full,
+                                base_rps))
+            results.append(_row("upsert, executemany path: 10% newer, 90% unchanged", database,
+                                n, em_inc, base_rps))
     return results
 
 
@@ -288,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=BATCH_ROWS, help="rows per transaction")
     parser.add_argument("--databases", default=",".join(DATABASES))
     parser.add_argument("--no-staging", action="store_true",
-                        help="skip the PostgreSQL COPY-staging experiment")
+                        help="skip the PostgreSQL executemany-path comparison")
     args = parser.parse_args(argv)
     chosen = tuple(d.strip() for d in args.databases.split(",") if d.strip())
     results = run(quick=args.quick, rows=args.rows, databases=chosen, batch=args.batch,

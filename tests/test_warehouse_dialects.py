@@ -154,7 +154,11 @@ def test_duplicate_sids_in_one_batch_keep_the_newest(engine):
     assert rows["WR2"]["reservation_status"] == "wrapping"
 
 
-def test_hostile_and_non_ascii_strings_round_trip_byte_for_byte(engine):
+@pytest.mark.parametrize("pg_copy_min_rows", [None, 1], ids=["executemany", "pg-copy"])
+def test_hostile_and_non_ascii_strings_round_trip_byte_for_byte(engine, pg_copy_min_rows,
+                                                                 monkeypatch):
+    # both PostgreSQL write paths (the COPY one serves big batches); the same path elsewhere
+    monkeypatch.setattr("warehouse.upsert.PG_COPY_MIN_ROWS", pg_copy_min_rows)
     records = [rec(f"WR{n}", "pending", "2026-11-20T10:00:05Z", name=text,
                    links={"worker": text, "task": "t"}) for n, text in enumerate(HOSTILE)]
     records.append(rec("WRnull", "pending", "2026-11-20T10:00:05Z", name=None))
@@ -175,7 +179,9 @@ def test_hostile_and_non_ascii_strings_round_trip_byte_for_byte(engine):
     assert stored(engine)["WR0"]["worker_name"] == HOSTILE[3]
 
 
-def test_counts_are_exact_on_a_larger_mixed_batch(engine):
+@pytest.mark.parametrize("pg_copy_min_rows", [None, 1], ids=["executemany", "pg-copy"])
+def test_counts_are_exact_on_a_larger_mixed_batch(engine, pg_copy_min_rows, monkeypatch):
+    monkeypatch.setattr("warehouse.upsert.PG_COPY_MIN_ROWS", pg_copy_min_rows)
     base = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
     def stamp(seconds: int) -> str:

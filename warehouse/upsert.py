@@ -175,6 +175,47 @@ def _execute_many(conn: Connection, kind: str, frame: pd.DataFrame, columns: Seq
         conn.exec_driver_sql(sql, _bind_rows(chunk, columns, conn.dialect, order))
 
 
+# -- PostgreSQL: COPY into a staging table, then one INSERT ... SELECT ... ON CONFLICT ---------
+# Used for batches of at least this many rows to write (None: never). Measured by
+# benchmarks/upsert_scale.py against the executemany path in the same run.
+PG_COPY_MIN_ROWS: int | None = 2000
+_STAGE = "_reservations_stage"
+
+
+@lru_cache(maxsize=4)
+def _pg_merge_sql(dialect: Dialect) -> str:
+    """``INSERT INTO reservations SELECT ... FROM <stage> ORDER BY sid ON CONFLICT ... WHERE newer``."""
+    stage = sa.table(_STAGE, *[sa.column(c) for c in RESERVATION_COLUMNS])
+    updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
+    ins = postgresql.insert(reservations).from_select(
+        RESERVATION_COLUMNS,
+        sa.select(*[stage.c[c] for c in RESERVATION_COLUMNS]).order_by(stage.c.sid),
+    )
+    stmt = ins.on_conflict_do_update(
+        index_elements=["sid"],
+        set_={c: ins.excluded[c] for c in updatable},
+        where=_newer_than_stored(ins.excluded.date_updated, ins.excluded.status_rank),
+    )
+    return str(stmt.compile(dialect=dialect))
+
+
+def _pg_copy_upsert(conn: Connection, frame: pd.DataFrame) -> None:
+    """The conditional upsert of ``frame`` (sorted by sid), its rows streamed with ``COPY``."""
+    columns = ", ".join(RESERVATION_COLUMNS)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
+                         "(LIKE reservations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    conn.exec_driver_sql(f"TRUNCATE {_STAGE}")  # a second batch in the same transaction
+    rows = _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
+    conn.exec_driver_sql(_pg_merge_sql(conn.dialect))
+
+
 # -- reading what is stored -----------------------------------------------------------------
 _STORED_COLUMNS = ["sid", "stored_date", "stored_rank", "stored_status", "stored_deleted"]
 
@@ -278,7 +319,11 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> 
         stamp = pd.Timestamp(now).tz_convert("UTC")
         to_write = to_write.assign(first_loaded_at=stamp, last_changed_at=stamp)
         to_write = to_write.sort_values("sid", kind="stable")
-        _execute_many(conn, "reservations", to_write, RESERVATION_COLUMNS)
+        if (conn.dialect.name == "postgresql" and PG_COPY_MIN_ROWS is not None
+                and len(to_write) >= PG_COPY_MIN_ROWS):
+            _pg_copy_upsert(conn, to_write)
+        else:
+            _execute_many(conn, "reservations", to_write, RESERVATION_COLUMNS)
     return counts
 
 
