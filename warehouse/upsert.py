@@ -10,7 +10,10 @@ first take a per-table writer lock (``lock_writers``), so two loads running at o
 batch after batch: counts stay exact and they cannot deadlock each other.
 
 Rows go to the driver's ``executemany`` as plain tuples, pre-formatted per dialect with pandas,
-sorted by sid so concurrent writers take row locks in the same order.
+sorted by sid so concurrent writers take row locks in the same order. On PostgreSQL, batches
+with many rows to write are streamed with ``COPY`` into a temp staging table and written by one
+``INSERT ... SELECT ... ORDER BY sid ON CONFLICT ... WHERE newer`` (measured faster at scale by
+``benchmarks/upsert_scale.py``).
 """
 
 from __future__ import annotations
