@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(f"\n**{name}**\n\n{generic_markdown(extra_rows)}")
     text = "\n".join(sections)
     out = Path(args.output)
+    out = out.with_name(out.name.replace(".", "_"))  # "shape-1.5m" must not lose ".5m" as a suffix
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
         {"machine": machine(), "seconds": round(time.time() - started, 1), "rows": rows,
