@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -44,14 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import scratch_database  # noqa: E402
 from warehouse.engine import create_warehouse_engine  # noqa: E402
 from warehouse.lifecycle import KNOWN_STATUSES, status_rank  # noqa: E402
 from warehouse.migrate import ensure_schema  # noqa: E402
 from warehouse.schema import reservation_daily_status_counts as counts_table  # noqa: E402
 from warehouse.summary import refresh_range  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-MYSQL_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 DATABASES = ("sqlite", "postgresql")
 FULL_ROWS, QUICK_ROWS = 1_000_000, 20_000
 FULL_DAYS, QUICK_DAYS = 365, 30
@@ -116,29 +113,6 @@ def load(url: str, n: int, days: int) -> None:
     finally:
         raw.close()
         engine.dispose()
-
-
-@contextmanager
-def scratch_database(kind: str) -> Iterator[str]:
-    """A fresh, empty database URL of ``kind``; dropped afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="backfill-bench-") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'warehouse.db'}"
-        return
-    admin_url = PG_ADMIN_URL if kind == "postgresql" else MYSQL_ADMIN_URL
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"bench_bf_{uuid.uuid4().hex[:8]}"
-    quote = '"' if kind == "postgresql" else "`"
-    with admin.connect() as conn:
-        extra = "" if kind == "postgresql" else " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-        conn.exec_driver_sql(f"CREATE DATABASE {quote}{name}{quote}{extra}")
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if kind == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}")
-        admin.dispose()
 
 
 # -- scenarios --------------------------------------------------------------------------------
@@ -237,7 +211,7 @@ def run(quick: bool = False, rows: int | None = None, days: int | None = None,
     for database in databases:
         with ExitStack() as stack:
             try:
-                url = stack.enter_context(scratch_database(database))
+                url = stack.enter_context(scratch_database(database, "bench_bf"))
             except sa.exc.OperationalError as error:
                 print(f"{database}: unreachable ({type(error.orig).__name__}), skipped",
                       file=sys.stderr)

@@ -17,46 +17,22 @@ Summary refreshes are not timed (the baseline has none). Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from benchmarks.common import emulator
+from benchmarks.runners import baseline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LATENCY_MS = 20
 FAULT_RATE = 0.15
 SLOW_SECONDS = 3.0
 READ_TIMEOUT_S = 2.0  # below SLOW_SECONDS: a slow answer is a read timeout, then a retry
-COLUMNS = ["sid", "account_sid", "workspace_sid", "worker_sid", "worker_name", "task_sid",
-           "reservation_status", "date_created", "date_updated", "url", "links"]
-
-
-@contextmanager
-def emulator(workers: int, reservations: int, *extra: str) -> Iterator[dict[str, Any]]:
-    """An emulator subprocess (own CPU, like a remote API); yields its JSON start-up line."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.taskrouter.emulator", "--seed", "7", "--workspaces", "1",
-         "--workers", str(workers), "--reservations", str(reservations),
-         "--latency-ms", str(LATENCY_MS), "--anchor", "2026-11-03T12:00:00Z", "--prewarm", *extra],
-        stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError("the emulator did not start")
-        yield json.loads(line)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def server_stats(emu: dict[str, Any]) -> dict[str, Any]:
@@ -67,52 +43,12 @@ def server_stats(emu: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the baseline -----------------------------------------------------------------------------
-UPSERT = (
-    f"INSERT INTO reservations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-    f"ON CONFLICT(sid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in COLUMNS[1:])} "
-    "WHERE excluded.date_updated > reservations.date_updated"
-)
-
-
 def sequential_baseline(emu: dict[str, Any], path: Path, wal: bool = False) -> dict[str, Any]:
-    """What a competent engineer writes in an hour: one thread, one page at a time."""
-    conn = sqlite3.connect(path)
-    if wal:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"CREATE TABLE reservations ({', '.join(COLUMNS)}, PRIMARY KEY (sid))")
-    session = requests.Session()
-    session.auth = (emu["account_sid"], emu["auth_token"])
-    base = emu["base_url"]
-    made = rows = 0
-
-    def pages(url: str | None, params: dict[str, Any] | None) -> Iterator[list[dict[str, Any]]]:
-        nonlocal made
-        while url:
-            response = session.get(url, params=params, timeout=30)
-            made += 1
-            response.raise_for_status()
-            body = response.json()
-            yield body[body["meta"]["key"]]
-            url, params = body["meta"]["next_page_url"], None
-
-    started = time.perf_counter()
-    for workspaces in pages(f"{base}/v1/Workspaces", {"PageSize": 1000}):
-        for ws in workspaces:
-            workers = [w for page in pages(f"{base}/v1/Workspaces/{ws['sid']}/Workers",
-                                           {"PageSize": 1000}) for w in page]
-            for worker in workers:
-                url = f"{base}/v1/Workspaces/{ws['sid']}/Workers/{worker['sid']}/Reservations"
-                for page in pages(url, {"PageSize": 1000}):
-                    conn.executemany(UPSERT, [
-                        tuple(json.dumps(r[c], sort_keys=True) if c == "links" else r[c]
-                              for c in COLUMNS) for r in page
-                    ])
-                    conn.commit()
-                    rows += len(page)
-    seconds = time.perf_counter() - started
-    conn.close()
-    return {"rows": rows, "seconds": seconds, "requests": made, "retries": 0}
+    """The harness's one-hour baseline (``benchmarks.runners.baseline``), run in this process."""
+    figures = baseline({"base_url": emu["base_url"], "account_sid": emu["account_sid"],
+                        "auth_token": emu["auth_token"], "baseline_url": f"sqlite:///{path}",
+                        "wal": wal})
+    return {**figures, "retries": 0}
 
 
 # -- the project's sync -----------------------------------------------------------------------
@@ -151,14 +87,14 @@ def run(quick: bool = False, workers: int | None = None,
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-extraction-") as tmp:
         folder = Path(tmp)
-        with emulator(workers, reservations) as emu:
+        with emulator(workers, reservations, LATENCY_MS) as emu:
             base = sequential_baseline(emu, folder / "baseline.db")
             base_stored = _stored_rows(folder / "baseline.db")
             wal = sequential_baseline(emu, folder / "baseline_wal.db", wal=True)
             wal_stored = _stored_rows(folder / "baseline_wal.db")
             clean = pooled_sync(emu, folder / "pooled.db")
             clean_stored = _stored_rows(folder / "pooled.db")
-        with emulator(workers, reservations, "--fault-rate", str(FAULT_RATE),
+        with emulator(workers, reservations, LATENCY_MS, "--fault-rate", str(FAULT_RATE),
                       "--slow-seconds", str(SLOW_SECONDS)) as emu:
             faulty = pooled_sync(emu, folder / "faults.db", read_timeout=READ_TIMEOUT_S)
             faults_injected = sum(server_stats(emu)["faults"].values())

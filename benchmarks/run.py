@@ -23,11 +23,8 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +34,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from benchmarks.common import PG_ADMIN_URL as PG_ADMIN  # noqa: E402
+from benchmarks.common import emulator, scratch_database  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
-ANCHOR = "2026-11-01T12:00:00+00:00"
-PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 EXTRA_MODULES = {
     "upsert": "benchmarks.upsert_scale",
     "faults": "benchmarks.extraction_faults",
@@ -47,22 +45,6 @@ EXTRA_MODULES = {
     "shards": "benchmarks.shards",
     "history": "benchmarks.warehouse_history",
 }
-
-
-@contextmanager
-def emulator(workers: int, reservations: int, latency_ms: float) -> Iterator[dict[str, Any]]:
-    command = [sys.executable, "-m", "pipelines.taskrouter.emulator", "--workspaces", "1",
-               "--workers", str(workers), "--reservations", str(reservations),
-               "--latency-ms", str(latency_ms), "--anchor", ANCHOR, "--prewarm"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        info = json.loads(process.stdout.readline())
-        info["pid"] = process.pid
-        yield info
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def control(info: dict[str, Any], action: str, **params: Any) -> dict[str, Any]:
@@ -81,11 +63,11 @@ def run_runner(name: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 class Databases:
-    """Fresh warehouses: SQLite files in a temp dir, scratch PostgreSQL databases when reachable."""
+    """Fresh warehouses (``benchmarks.common.scratch_database``), all dropped by ``cleanup``;
+    PostgreSQL only when it is reachable."""
 
     def __init__(self, names: list[str]) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-        self.created: list[str] = []
+        self.stack = ExitStack()
         self.names = [n for n in names if n != "postgresql" or self._pg_reachable()]
 
     def _pg_reachable(self) -> bool:
@@ -102,30 +84,10 @@ class Databases:
             return False
 
     def fresh(self, name: str) -> str:
-        if name == "sqlite":
-            return f"sqlite:///{self.tmp / f'{uuid.uuid4().hex}.db'}"
-        import sqlalchemy as sa
-
-        db = f"bench_{uuid.uuid4().hex[:10]}"
-        engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
-        engine.dispose()
-        self.created.append(db)
-        return sa.make_url(PG_ADMIN).set(database=db).render_as_string(hide_password=False)
+        return self.stack.enter_context(scratch_database(name, "bench"))
 
     def cleanup(self) -> None:
-        import shutil
-
-        import sqlalchemy as sa
-
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        if self.created:
-            engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with engine.connect() as conn:
-                for db in self.created:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            engine.dispose()
+        self.stack.close()
 
 
 def measure_shape(workers: int, reservations: int, latency: float, database: str, reps: int,

@@ -106,8 +106,13 @@ def _as_tuple(r: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def baseline(args: dict[str, Any]) -> dict[str, Any]:
+    """``args["wal"]``: SQLite in WAL with synchronous=NORMAL (the project's settings), so a
+    comparison need not lean on the default fsync per commit."""
     conn, paramstyle = _connect(args["baseline_url"])
     cur = conn.cursor()
+    if args.get("wal") and paramstyle == "qmark":
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute(BASELINE_DDL)
     conn.commit()
     sql = _baseline_upsert_sql(paramstyle)

@@ -16,14 +16,10 @@ Never asserts on time.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +30,9 @@ if str(ROOT) not in sys.path:
 import dagster as dg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-ANCHOR = "2026-11-01T12:00:00+00:00"
+from benchmarks.common import PG_ADMIN_URL as PG_ADMIN  # noqa: E402
+from benchmarks.common import emulator, scratch_database  # noqa: E402
+
 FULL = {"workers": 15_000, "reservations": 100, "latency_ms": 20.0}
 QUICK = {"workers": 400, "reservations": 20, "latency_ms": 20.0}
 CONCURRENCY = 8  # TASKROUTER_CONCURRENCY per shard (the default)
@@ -58,36 +54,6 @@ def benchmark_job(env: dict[str, str]) -> dg.JobDefinition:
         "bench_reservations", selection=dg.AssetSelection.assets("reservations").without_checks()
     )
     return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(job.name)
-
-
-@contextmanager
-def emulator(shape: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    command = [sys.executable, "-m", "pipelines.taskrouter.emulator", "--workspaces", "1",
-               "--workers", str(shape["workers"]), "--reservations", str(shape["reservations"]),
-               "--latency-ms", str(shape["latency_ms"]), "--anchor", ANCHOR, "--prewarm"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        info = json.loads(process.stdout.readline())
-        info["pid"] = process.pid
-        yield info
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-@contextmanager
-def scratch_postgres() -> Iterator[str]:
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"bench_shards_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -158,7 +124,7 @@ def machine_cpu() -> tuple[float, float]:
 def run_scenario(info: dict[str, Any], shards: int, threads: int) -> dict[str, Any]:
     saved = dict(os.environ)  # benchmark_job replaces the environment of the calling process too
     env = {k: v for k, v in saved.items() if not k.startswith(PROJECT_PREFIXES)}
-    with scratch_postgres() as url, tempfile.TemporaryDirectory(prefix="bench-dh-") as home:
+    with scratch_database("postgresql", "bench_shards") as url, tempfile.TemporaryDirectory(prefix="bench-dh-") as home:
         env.update({
             "TASKROUTER_BASE_URL": info["base_url"], "TWILIO_ACCOUNT_SID": info["account_sid"],
             "TWILIO_AUTH_TOKEN": info["auth_token"], "WAREHOUSE_URL": url, "DAGSTER_HOME": home,
@@ -226,7 +192,7 @@ def run(quick: bool = False, shape: dict[str, Any] | None = None) -> list[dict[s
               file=sys.stderr)
         return []
     results: list[dict[str, Any]] = []
-    with emulator(shape) as info:
+    with emulator(shape["workers"], shape["reservations"], shape["latency_ms"]) as info:
         for scenario, shards, threads in SCENARIOS:
             row = {"scenario": scenario, **run_scenario(info, shards, threads)}
             row["shape"] = (f"{shape['workers']:,} workers x {shape['reservations']} "

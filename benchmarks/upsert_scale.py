@@ -22,13 +22,9 @@ measured in the same call.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import scratch_database  # noqa: E402
 from warehouse import upsert as upsert_module  # noqa: E402
 from warehouse.engine import create_warehouse_engine  # noqa: E402
 from warehouse.lifecycle import status_rank  # noqa: E402
@@ -48,8 +45,6 @@ from warehouse.migrate import ensure_schema  # noqa: E402
 from warehouse.schema import RESERVATION_COLUMNS  # noqa: E402
 from warehouse.upsert import upsert_reservations  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-MYSQL_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 DATABASES = ("sqlite", "postgresql", "mariadb")
 FULL_ROWS = 1_000_000
 QUICK_ROWS = 20_000
@@ -112,29 +107,6 @@ def batches(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
 
 
 # -- databases --------------------------------------------------------------------------------
-@contextmanager
-def scratch_database(kind: str) -> Iterator[str]:
-    """A fresh, empty database URL of ``kind``; dropped afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="upsert-bench-") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'warehouse.db'}"
-        return
-    admin_url = PG_ADMIN_URL if kind == "postgresql" else MYSQL_ADMIN_URL
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"upsert_bench_{kind[:2]}_{uuid.uuid4().hex[:8]}"
-    quote = '"' if kind == "postgresql" else "`"
-    with admin.connect() as conn:
-        extra = "" if kind == "postgresql" else " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-        conn.exec_driver_sql(f"CREATE DATABASE {quote}{name}{quote}{extra}")
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if kind == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}")
-        admin.dispose()
-
-
 def _driver_tuples(frame: pd.DataFrame, dialect: str, stamp: datetime) -> list[tuple[Any, ...]]:
     """Rows as the driver takes them (datetimes for psycopg, naive UTC text elsewhere)."""
     data = frame.assign(first_loaded_at=pd.Timestamp(stamp), last_changed_at=pd.Timestamp(stamp))
@@ -212,7 +184,7 @@ def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...]
     results: list[dict[str, Any]] = []
     for database in databases:
         try:
-            with scratch_database(database) as url:
+            with scratch_database(database, "upsert_bench") as url:
                 base_seconds = ceiling(url, frame, batch)
         except sa.exc.OperationalError as error:
             print(f"{database}: unreachable ({type(error.orig).__name__}), skipped", file=sys.stderr)
@@ -220,7 +192,7 @@ def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...]
         base_rps = n / base_seconds
         print(f"{database}: ceiling {base_seconds:.1f}s", file=sys.stderr, flush=True)
         results.append(_row("ceiling: driver executemany INSERT", database, n, base_seconds, None))
-        with scratch_database(database) as url:
+        with scratch_database(database, "upsert_bench") as url:
             engine = create_warehouse_engine(url)
             ensure_schema(engine)
             full_seconds, full = upsert_pass(engine, frame, batch)
@@ -238,7 +210,7 @@ def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...]
             saved = upsert_module.PG_COPY_MIN_ROWS
             upsert_module.PG_COPY_MIN_ROWS = None
             try:
-                with scratch_database(database) as url:
+                with scratch_database(database, "upsert_bench") as url:
                     engine = create_warehouse_engine(url)
                     ensure_schema(engine)
                     em_full, _ = upsert_pass(engine, frame, batch)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.backfill import scratch_database  # noqa: E402
+from benchmarks.common import scratch_database  # noqa: E402
 from pipelines.loading import load_batch  # noqa: E402
 from pipelines.taskrouter.emulator_world import World, WorldConfig  # noqa: E402
 from warehouse.deletions import reconcile_workers, record_sids  # noqa: E402

@@ -131,7 +131,9 @@ def running_emulator(args: list[str]):  # type: ignore[no-untyped-def]
         line = process.stdout.readline()
         if not line:
             raise RuntimeError("the TaskRouter emulator did not start")
-        yield json.loads(line)
+        info = json.loads(line)
+        info["pid"] = process.pid
+        yield info
     finally:
         process.terminate()
         try:

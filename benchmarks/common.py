@@ -1,0 +1,55 @@
+"""What every benchmark needs: an emulator in its own process and throw-away databases."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from pipelines.cli import running_emulator
+
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+MYSQL_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+ANCHOR = "2026-11-03T12:00:00Z"
+
+
+@contextmanager
+def emulator(workers: int, reservations: int, latency_ms: float = 0.0,
+             *extra: str) -> Iterator[dict[str, Any]]:
+    """One workspace of ``workers`` x ``reservations`` served by an emulator process (its own
+    CPU, like a remote API), every page serialized up front; yields its start-up line."""
+    args = ["--seed", "7", "--workspaces", "1", "--workers", str(workers),
+            "--reservations", str(reservations), "--latency-ms", str(latency_ms),
+            "--anchor", ANCHOR, "--prewarm", *extra]
+    with running_emulator(args) as info:
+        yield info
+
+
+@contextmanager
+def scratch_database(kind: str, prefix: str = "bench") -> Iterator[str]:
+    """A fresh, empty database URL of ``kind`` (sqlite, postgresql, mariadb); dropped afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'warehouse.db'}"
+        return
+    admin_url = PG_ADMIN_URL if kind == "postgresql" else MYSQL_ADMIN_URL
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{kind[:2]}_{uuid.uuid4().hex[:8]}"
+    quote = '"' if kind == "postgresql" else "`"
+    with admin.connect() as conn:
+        extra = "" if kind == "postgresql" else " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        conn.exec_driver_sql(f"CREATE DATABASE {quote}{name}{quote}{extra}")
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if kind == "postgresql" else ""
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}")
+        admin.dispose()
