@@ -63,26 +63,25 @@ def live_sids(conn: Connection, worker_sids: Sequence[str]) -> set[str]:
     return found
 
 
-def mark_deleted(conn: Connection, sids: Collection[str], now: datetime) -> int:
-    marked = 0
+def _set_deleted_at(conn: Connection, sids: Collection[str], value: datetime | None) -> int:
+    """Set ``deleted_upstream_at`` on the rows that don't already have that state (chunked)."""
+    column = _c.deleted_upstream_at
+    unlike = column.is_(None) if value is not None else column.is_not(None)
+    changed = 0
     for chunk in _chunks(sorted(sids), SID_CHUNK):
-        marked += conn.execute(
-            reservations.update()
-            .where(_c.sid.in_(chunk), _c.deleted_upstream_at.is_(None))
-            .values(deleted_upstream_at=now)
+        changed += conn.execute(
+            reservations.update().where(_c.sid.in_(chunk), unlike)
+            .values(deleted_upstream_at=value)
         ).rowcount
-    return marked
+    return changed
+
+
+def mark_deleted(conn: Connection, sids: Collection[str], now: datetime) -> int:
+    return _set_deleted_at(conn, sids, now)
 
 
 def clear_deleted(conn: Connection, sids: Collection[str]) -> int:
-    cleared = 0
-    for chunk in _chunks(sorted(sids), SID_CHUNK):
-        cleared += conn.execute(
-            reservations.update()
-            .where(_c.sid.in_(chunk), _c.deleted_upstream_at.is_not(None))
-            .values(deleted_upstream_at=None)
-        ).rowcount
-    return cleared
+    return _set_deleted_at(conn, sids, None)
 
 
 def live_counts(conn: Connection, worker_sids: Sequence[str]) -> dict[str, int]:
