@@ -11,23 +11,31 @@ a deadline), so a request makes at most ``max_attempts`` HTTP attempts in all, h
 failures alternate between the layers, and stops retrying once ``max_retry_wait`` has passed.
 Every attempt, retries included, first takes a slot from the shared rate limiter. 401/403 and
 redirects are never retried or followed.
+
+Per-request CPU matters (a full sync makes one request per worker at least), so the hot path
+hands a ready ``PreparedRequest`` straight to the session's ``HTTPAdapter`` (the adapter's
+``send``, with its urllib3 ``Retry``), instead of ``Session.get`` re-merging session settings,
+cookies, hooks and params for every page; the URL and headers it sends are the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
@@ -44,6 +52,8 @@ from pipelines.taskrouter.ratelimit import RateLimiter
 DEFAULT_BASE_URL = "https://taskrouter.twilio.com"
 MAX_PAGE_SIZE = 1000
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Bodies are read in one piece where the length is known (requests' default is 10 KiB chunks).
+_READ_CHUNK = 1 << 20
 
 
 @dataclass
@@ -61,6 +71,27 @@ class ClientStats:
         with self._lock:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
+
+    # The client's own hot-path counters: one lock, no keyword/setattr work.
+    def count_attempt(self, rate_limit_wait_s: float, retry: bool = False) -> None:
+        with self._lock:
+            self.requests += 1
+            if retry:
+                self.retries += 1
+            if rate_limit_wait_s:
+                self.rate_limit_wait_s += rate_limit_wait_s
+
+    def count_bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+
+    def count_page(self) -> None:
+        with self._lock:
+            self.pages += 1
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:
@@ -90,11 +121,13 @@ class WorkerRead:
 
 
 class _Budget(threading.local):
-    """Failed attempts and deadline of the one logical request this thread is making."""
+    """Failed attempts and deadline of the one logical request this thread is making, and the
+    reader pool this thread serves (told when the thread backs off, so it can lend the slot)."""
 
     failures: int = 0
     limit: int = 0  # 0: no request of ours in progress on this thread
     deadline: float = 0.0
+    pool: _ReaderPool | None = None
 
     def start(self, limit: int, max_wait: float) -> None:
         self.failures, self.limit, self.deadline = 0, limit, time.monotonic() + max_wait
@@ -213,9 +246,11 @@ class TaskRouterClient:
         self._origin = _origin(self.base_url)
         self.page_size = page_size
         self.concurrency = max(1, int(concurrency))
-        # ``concurrency`` requests in flight at most, but four reader threads per slot: a worker
-        # backing off before a retry (or waiting out Retry-After) gives its slot to another
-        # instead of idling it, so faults cost their waits once, not once per blocked slot.
+        # ``concurrency`` requests in flight at most, and up to four reader threads per slot: a
+        # worker backing off before a retry (or waiting out Retry-After) gives its slot to
+        # another reader instead of idling it, so faults cost their waits once, not once per
+        # blocked slot. Readers beyond ``concurrency`` are started only while some back off
+        # (see _ReaderPool): idle extra threads would only fight over the GIL.
         self._in_flight = threading.BoundedSemaphore(self.concurrency)
         self.threads = 4 * self.concurrency
         self.timeout = (connect_timeout, read_timeout)
@@ -245,7 +280,7 @@ class TaskRouterClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        retry.on_wait, retry.on_retry = self._in_flight.release, self._before_retry
+        retry.on_wait, retry.on_retry = self._before_backoff, self._before_retry
         adapter = HTTPAdapter(
             pool_connections=4, pool_maxsize=self.threads + 2, max_retries=retry
         )
@@ -257,6 +292,18 @@ class TaskRouterClient:
         self.session.headers.update(
             {"Accept": "application/json", "User-Agent": "taskrouter-warehouse/0.1"}
         )
+        # The direct path (see _get_once): URLs under base_url + "/" go to the adapter with the
+        # session's headers and the same Basic auth header requests would add. Anything else
+        # (an odd base URL, another spelling of the origin) takes Session.get as before.
+        self._adapter = adapter
+        signed = requests.PreparedRequest()
+        signed.headers = CaseInsensitiveDict()
+        HTTPBasicAuth(*credentials.as_auth())(signed)
+        self._authorization = signed.headers["Authorization"]
+        base = urlsplit(self.base_url)
+        direct = base.scheme in ("http", "https") and bool(base.hostname)
+        self._prefix = f"{self.base_url}/" if direct and not (base.query or base.fragment) else None
+        self._local = threading.local()  # per thread: its reusable tenacity.Retrying
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -271,19 +318,16 @@ class TaskRouterClient:
     # -- one request -------------------------------------------------------------------------
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET one URL on the configured host, with both retry layers; returns the parsed body."""
-        self._check_same_origin(url)
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_is_body_fault),
-            stop=lambda _state: _budget.spent(),
-            wait=tenacity.wait_exponential_jitter(
-                initial=self.backoff_factor, max=self.backoff_max, jitter=self.backoff_factor
-            ),
-            before_sleep=lambda _state: self.stats.add(retries=1),
-            reraise=True,
-        )
+        if params:
+            url = _with_query(url, params)
+        if self._prefix is None or not url.startswith(self._prefix):
+            self._check_same_origin(url)
+        retrying = getattr(self._local, "retrying", None)
+        if retrying is None:
+            retrying = self._local.retrying = self._new_retrying()
         _budget.start(self.max_attempts, self.max_retry_wait)
         try:
-            return retrying(self._attempt, url, params)
+            return retrying(self._attempt, url)
         except (requests.exceptions.RequestException, _BodyFault) as exc:
             raise TaskRouterError(
                 f"TaskRouter request failed after {_budget.failures} attempt(s): "
@@ -293,41 +337,85 @@ class TaskRouterClient:
         finally:
             _budget.limit = 0
 
+    def _headers(self) -> CaseInsensitiveDict[str]:
+        """What Session.get would send for a GET without cookies: session headers and auth."""
+        headers = CaseInsensitiveDict(self.session.headers)
+        headers["Authorization"] = self._authorization
+        return headers
+
+    def _new_retrying(self) -> tenacity.Retrying:
+        """The tenacity layer; one per thread, reused for each of its requests."""
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_body_fault),
+            stop=lambda _state: _budget.spent(),
+            wait=tenacity.wait_exponential_jitter(
+                initial=self.backoff_factor, max=self.backoff_max, jitter=self.backoff_factor
+            ),
+            before_sleep=lambda _state: self.stats.count_retry(),
+            sleep=_backoff_sleep,
+            reraise=True,
+        )
+
+    def _before_backoff(self) -> None:
+        """Runs before every urllib3 retry's wait: give the in-flight slot up meanwhile."""
+        self._in_flight.release()
+        pool = _budget.pool
+        if pool is not None:
+            pool.backoff_begins()
+
     def _before_retry(self) -> None:
         """Runs before every urllib3 retry: take an in-flight slot back, count, rate-limit."""
+        pool = _budget.pool
+        if pool is not None:
+            pool.backoff_ends()
         self._in_flight.acquire()
-        self.stats.add(retries=1, requests=1, rate_limit_wait_s=self.limiter.acquire())
+        self.stats.count_attempt(self.limiter.acquire(), retry=True)
 
-    def _attempt(self, url: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    def _attempt(self, url: str) -> dict[str, Any]:
         with self._in_flight:
-            self.stats.add(requests=1, rate_limit_wait_s=self.limiter.acquire())
+            self.stats.count_attempt(self.limiter.acquire())
             try:
-                return self._get_once(url, params)
+                return self._get_once(url)
             except BaseException as exc:
                 if _is_body_fault(exc):
                     _budget.failures += 1
                 raise
 
-    def _get_once(self, url: str, params: dict[str, Any] | None) -> dict[str, Any]:
-        # Redirects are not followed: credentials go to TASKROUTER_BASE_URL and nowhere else.
-        response = self.session.get(
-            url, params=params, timeout=self.timeout, allow_redirects=False
-        )
-        self.stats.add(bytes=len(response.content))
+    def _get_once(self, url: str) -> dict[str, Any]:
+        # Redirects are not followed: credentials go to TASKROUTER_BASE_URL and nowhere else
+        # (HTTPAdapter.send never follows them; Session.get is told not to).
+        if self._prefix is not None and url.startswith(self._prefix):
+            request = requests.PreparedRequest()
+            request.method, request.url, request.body = "GET", url, None
+            request.headers = self._headers()
+            request.hooks = {"response": []}
+            session = self.session
+            response = self._adapter.send(
+                request,
+                timeout=self.timeout,
+                verify=session.verify,
+                cert=session.cert,
+                proxies=session.proxies,
+            )
+            content = b"".join(response.iter_content(_READ_CHUNK))
+        else:
+            response = self.session.get(url, timeout=self.timeout, allow_redirects=False)
+            content = response.content
+        self.stats.count_bytes(len(content))
         if response.status_code >= 300:
-            raise self._error_from(response)
+            raise self._error_from(response, content)
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise _BodyFault("response body is not valid JSON") from None
         if not isinstance(body, dict):
             raise _BodyFault("response body is not a JSON object")
         return body
 
-    def _error_from(self, response: requests.Response) -> TaskRouterError:
+    def _error_from(self, response: requests.Response, content: bytes) -> TaskRouterError:
         path = urlsplit(response.url).path
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError:
             body = {}
         if not isinstance(body, dict):
@@ -373,13 +461,12 @@ class TaskRouterClient:
         self, path: str, params: dict[str, Any] | None = None
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield each page's records, following ``meta.next_page_url`` exactly as given."""
-        url: str | None = f"{self.base_url}{path}"
-        query: dict[str, Any] | None = {"PageSize": self.page_size, **(params or {})}
+        # the next URLs already carry PageSize, filters and the PageToken
+        url = _with_query(f"{self.base_url}{path}", {"PageSize": self.page_size, **(params or {})})
         while url:
-            body = self.get_json(url, query)
+            body = self.get_json(url)
             records, url = self._unwrap_page(body, path)
-            self.stats.add(pages=1)
-            query = None  # the next URL already carries PageSize, filters and the PageToken
+            self.stats.count_page()
             yield records
 
     def _unwrap_page(
@@ -452,27 +539,169 @@ class TaskRouterClient:
         At most ``concurrency`` requests are in flight, and at most ``8 x concurrency`` workers
         are being read or waiting to be consumed. One worker's pages are read in order.
         """
-        pending: set[Future[WorkerRead]] = set()
-        window = 2 * self.threads
+        window = 8 * self.concurrency
         sids = iter(worker_sids)
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="taskrouter")
+        pool = _ReaderPool(
+            lambda sid: self.read_worker_reservations(workspace_sid, sid, status),
+            self.concurrency,
+            self.threads,
+        )
+        outstanding = 0
+        exhausted = False
         try:
-            exhausted = False
             while True:
-                while not exhausted and len(pending) < window:
+                while not exhausted and outstanding < window:
                     sid = next(sids, None)
                     if sid is None:
                         exhausted = True
                         break
-                    pending.add(
-                        pool.submit(self.read_worker_reservations, workspace_sid, sid, status)
-                    )
-                if not pending:
+                    pool.submit(sid)
+                    outstanding += 1
+                if not outstanding:
                     return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
+                read = pool.next_result()
+                outstanding -= 1
+                yield read
         finally:
-            for future in pending:
-                future.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
+
+
+def _with_query(url: str, params: dict[str, Any]) -> str:
+    """``url`` with ``params`` appended to its query, encoded as requests encodes them."""
+    pairs = [(k, v) for k, v in params.items() if v is not None]
+    if not pairs:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{urlencode(pairs, doseq=True)}"
+
+
+def _backoff_sleep(seconds: float) -> None:
+    """tenacity's sleep: the slot is already given up; let the reader pool lend the thread's turn."""
+    pool = _budget.pool
+    if pool is not None:
+        pool.backoff_begins()
+    try:
+        time.sleep(seconds)
+    finally:
+        if pool is not None:
+            pool.backoff_ends()
+
+
+class _Failed:
+    """An exception raised by a reader, carried to the consuming thread."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_STOP = object()
+
+
+class _ReaderPool:
+    """Reader threads for one ``read_reservations`` call.
+
+    ``concurrency`` readers take worker SIDs from a queue and put each result on another (O(1)
+    per worker, no waiting over a set of futures). While a reader backs off before a retry it
+    has given its in-flight slot up; if that leaves fewer than ``concurrency`` readers able to
+    use the slots, another reader is started (``max_threads`` in all), and once the backoff is
+    over the first reader to find more active readers than slots retires. So the slots are kept
+    busy during backoffs, as with a fixed pool of ``max_threads``, without that many threads
+    contending for the GIL when nothing backs off.
+    """
+
+    def __init__(
+        self, read: Callable[[str], WorkerRead], concurrency: int, max_threads: int
+    ) -> None:
+        self._read = read
+        self.concurrency = concurrency
+        self.max_threads = max(concurrency, max_threads)
+        self._todo: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[WorkerRead | _Failed] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()  # readers started and not exited
+        self._started = 0
+        self._live = 0  # readers started and not retired
+        self._backing_off = 0  # of those, how many are sleeping before a retry
+        self._closing = False
+
+    # -- consumer side -----------------------------------------------------------------------
+    def submit(self, sid: str) -> None:
+        self._todo.put(sid)
+        if self._live < self.concurrency:
+            with self._lock:
+                if self._live < self.concurrency and not self._closing:
+                    self._start_reader()
+
+    def next_result(self) -> WorkerRead:
+        result = self._done.get()
+        if isinstance(result, _Failed):
+            raise result.exc
+        return result
+
+    def close(self) -> None:
+        """No new worker is started; reads in progress finish; every reader has exited."""
+        with self._lock:
+            self._closing = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._todo.put(_STOP)
+        for thread in threads:
+            thread.join()
+
+    # -- reader side -------------------------------------------------------------------------
+    def backoff_begins(self) -> None:
+        with self._lock:
+            self._backing_off += 1
+            if (
+                not self._closing
+                and self._live - self._backing_off < self.concurrency
+                and self._live < self.max_threads
+            ):
+                # no thread to spare (RuntimeError): the slot idles during this backoff
+                with contextlib.suppress(RuntimeError):
+                    self._start_reader()
+
+    def backoff_ends(self) -> None:
+        with self._lock:
+            self._backing_off -= 1
+
+    def _start_reader(self) -> None:  # with self._lock held
+        self._started += 1
+        thread = threading.Thread(
+            target=self._run, name=f"taskrouter-reader-{self._started}", daemon=True
+        )
+        self._live += 1
+        self._threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            self._live -= 1
+            self._threads.discard(thread)
+            raise
+
+    def _run(self) -> None:
+        _budget.pool = self
+        retired = False
+        try:
+            while True:
+                sid = self._todo.get()
+                if sid is _STOP or self._closing:
+                    break
+                try:
+                    result: WorkerRead | _Failed = self._read(sid)
+                except BaseException as exc:  # carried to the consumer, raised there
+                    result = _Failed(exc)
+                self._done.put(result)
+                if self._backing_off or self._live > self.concurrency:
+                    with self._lock:
+                        if self._live - self._backing_off > self.concurrency:
+                            self._live -= 1
+                            retired = True
+                            break
+        finally:
+            _budget.pool = None
+            with self._lock:
+                if not retired:
+                    self._live -= 1
+                self._threads.discard(threading.current_thread())
