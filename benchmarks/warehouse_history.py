@@ -4,10 +4,9 @@ Same records (an emulator world, no HTTP: this measures the warehouse side only)
 measured in one run:
   * initial load: ``upsert_reservations`` alone (baseline) vs ``load_batch`` (upsert + history +
     quarantine + deletion check, one transaction per batch, what a sync runs);
-  * unchanged rerun: the same pair;
-  * the deletion check alone on an unchanged rerun: comparing every live sid of the batch's
-    workers (baseline) vs counting first and comparing only workers that lost rows (shipped).
-Best of ``repetitions`` for the isolated check; the loads run once each into fresh databases.
+  * unchanged rerun: the same pair (``load_batch`` screens out unchanged records before
+    normalizing them, ``warehouse.screen``; the baseline normalizes and classifies all).
+The loads run once each into fresh databases.
 
     python benchmarks/warehouse_history.py [--quick] [--workers 200 --reservations 500]
 """
@@ -31,7 +30,6 @@ if str(ROOT) not in sys.path:
 from benchmarks.common import scratch_database  # noqa: E402
 from pipelines.loading import load_batch  # noqa: E402
 from pipelines.taskrouter.emulator_world import World, WorldConfig  # noqa: E402
-from warehouse.deletions import reconcile_workers, record_sids  # noqa: E402
 from warehouse.engine import create_warehouse_engine  # noqa: E402
 from warehouse.migrate import ensure_schema  # noqa: E402
 from warehouse.normalize import normalize_reservations  # noqa: E402
@@ -76,24 +74,6 @@ def full_batches(engine: sa.Engine, batches: list[list[dict[str, Any]]]) -> floa
     return time.perf_counter() - started
 
 
-def deletion_check(engine: sa.Engine, batches: list[list[dict[str, Any]]], count_first: bool,
-                   repetitions: int) -> float:
-    prepared = [(workers_of(b), record_sids(b),
-                 normalize_reservations(b).rows["worker_sid"].value_counts().to_dict())
-                for b in batches]
-    best = float("inf")
-    for _ in range(repetitions):
-        spent = 0.0
-        for workers, seen, live in prepared:
-            with engine.begin() as conn:
-                started = time.perf_counter()
-                reconcile_workers(conn, workers, seen, datetime.now(UTC), (),
-                                  live if count_first else None)
-                spent += time.perf_counter() - started
-        best = min(best, spent)
-    return best
-
-
 def _row(scenario: str, database: str, rows: int, seconds: float, baseline: float) -> dict[str, Any]:
     return {"scenario": scenario, "database": database, "rows": rows,
             "seconds": round(seconds, 3),
@@ -102,7 +82,7 @@ def _row(scenario: str, database: str, rows: int, seconds: float, baseline: floa
 
 
 def run(quick: bool = False, workers: int | None = None, reservations: int | None = None,
-        databases: tuple[str, ...] = DATABASES, repetitions: int = 3) -> list[dict[str, Any]]:
+        databases: tuple[str, ...] = DATABASES) -> list[dict[str, Any]]:
     w = workers or (20 if quick else 200)
     r = reservations or (100 if quick else 500)
     batches = batches_of(w, r)
@@ -124,8 +104,6 @@ def run(quick: bool = False, workers: int | None = None, reservations: int | Non
             ensure_schema(full)
             load_base, load_full = upsert_only(plain, batches), full_batches(full, batches)
             rerun_base, rerun_full = upsert_only(plain, batches), full_batches(full, batches)
-            every_sid = deletion_check(full, batches, False, repetitions)
-            counted = deletion_check(full, batches, True, repetitions)
         results += [
             _row("initial load: upsert only (baseline)", database, n, load_base, load_base),
             _row("initial load: upsert + history + quarantine + deletions", database, n,
@@ -133,10 +111,6 @@ def run(quick: bool = False, workers: int | None = None, reservations: int | Non
             _row("unchanged rerun: upsert only (baseline)", database, n, rerun_base, rerun_base),
             _row("unchanged rerun: upsert + history + quarantine + deletions", database, n,
                  rerun_full, rerun_base),
-            _row("deletion check, unchanged: compare every live sid (baseline)", database, n,
-                 every_sid, every_sid),
-            _row("deletion check, unchanged: count first (shipped)", database, n, counted,
-                 every_sid),
         ]
     return results
 
@@ -155,10 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--reservations", type=int, default=None, help="per worker")
     parser.add_argument("--databases", default=",".join(DATABASES))
-    parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args(argv)
     chosen = tuple(x.strip() for x in args.databases.split(",") if x.strip())
-    print(markdown(run(args.quick, args.workers, args.reservations, chosen, args.repetitions)))
+    print(markdown(run(args.quick, args.workers, args.reservations, chosen)))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipelines.memory import limit_malloc_arenas, release_free_memory
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
-from warehouse.deletions import mark_missing_workers, reconcile_workers, record_sids
+from warehouse.deletions import clear_deleted, mark_deleted, mark_missing_workers
 from warehouse.engine import run_in_transaction
 from warehouse.history import record_status_changes
 from warehouse.normalize import Normalized, Rejected, normalize_reservations, normalize_workers
 from warehouse.quarantine import quarantine
+from warehouse.screen import read_stored_versions, screen_records
 from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 
 log = logging.getLogger(__name__)
@@ -210,26 +211,34 @@ class BatchResult:
 
 def load_batch(engine: Engine, records: list[Any], complete_workers: list[str] | None = None,
                now: datetime | None = None) -> BatchResult:
-    """Normalize and load one batch in ONE transaction: upsert, status history, quarantine,
-    and (for ``complete_workers``, whose full reservation lists ``records`` hold) upstream
-    deletions. Pass ``complete_workers=None`` when the reads were filtered or partial.
+    """Screen, normalize and load one batch: upsert, status history, quarantine, and (for
+    ``complete_workers``, whose full reservation lists ``records`` hold) upstream deletions.
+    Pass ``complete_workers=None`` when the reads were filtered or partial.
+
+    The screen reads the batch's workers' stored versions first, outside the write
+    transaction, and sets aside the records that cannot change anything; only the rest are
+    normalized and written, in ONE transaction under the writer lock.
     """
-    normalized = normalize_reservations(records)
+    workers = complete_workers if complete_workers is not None else sorted(
+        {w for r in records if isinstance(r, dict) and isinstance(w := r.get("worker_sid"), str)})
+    with engine.connect() as conn:
+        stored = read_stored_versions(conn, workers)
+    screened = screen_records(records, stored)
+    normalized = normalize_reservations(screened.pending)
+    gone = stored.gone(screened.seen_sids) if complete_workers is not None else []
 
     def work(conn: Connection) -> BatchResult:
         stamp = now or datetime.now(UTC)
         counts = upsert_reservations(conn, normalized.rows, stamp)
+        counts.unchanged += screened.unchanged
         result = BatchResult(counts, normalized.rejected)
         result.history_rows = record_status_changes(conn, counts.written_rows, stamp)
         result.quarantined = quarantine(conn, normalized.rejected, stamp)
-        if complete_workers is not None:
-            # every sid the reads returned (valid or not): TaskRouter still has them
-            # upserted rows are now stored and live under their worker: counting them lets
-            # workers that lost nothing skip the sid comparison
-            known_live = normalized.rows["worker_sid"].value_counts().to_dict()
-            deletions = reconcile_workers(conn, complete_workers, record_sids(records), stamp,
-                                          counts.returned_sids, known_live)
-            result.deleted_upstream, result.returned_upstream = deletions.marked, deletions.returned
+        returned = set(screened.returned_sids) | set(counts.returned_sids)
+        if returned:
+            result.returned_upstream = clear_deleted(conn, returned)
+        if gone:
+            result.deleted_upstream = mark_deleted(conn, gone, stamp)
         return result
 
     # replayed whole if the database aborts it as a deadlock/serialization failure

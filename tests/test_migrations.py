@@ -93,9 +93,8 @@ def test_upgrade_from_empty_matches_the_schema_module(engine):
     with engine.connect() as conn:  # the analyst view exists and reads an empty table
         assert conn.execute(sa.text("SELECT COUNT(*) FROM reservation_times")).scalar_one() == 0
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("reservations")}
-    assert {"ix_reservations_date_updated", "ix_reservations_worker_sid_date_created",
-            "ix_reservations_workspace_sid_date_created",
-            "ix_reservations_worker_sid_deleted_upstream_at"} <= indexes
+    assert {"ix_reservations_worker_versions", "ix_reservations_summary",
+            "ix_reservations_last_changed_at_date_created"} <= indexes
 
 
 def test_baseline_upgrades_keeps_data_seeds_history_and_downgrades_back(engine, monkeypatch):

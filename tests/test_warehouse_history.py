@@ -186,9 +186,15 @@ def test_a_sid_that_comes_back_is_cleared_and_marks_are_not_updates(engine):
     gone = load_batch(engine, [rec(a)], [WK], NOW + timedelta(minutes=5))
     assert (gone.deleted_upstream, gone.counts.updated, gone.counts.unchanged) == (1, 0, 1)
     assert set(deleted_marks(engine)) == {b}
-    # a partial read (not passed as complete) proves nothing either way
-    partial = load_batch(engine, [rec(b)], None, NOW + timedelta(minutes=10))
-    assert partial.returned_upstream == 0 and set(deleted_marks(engine)) == {b}
+    # a partial read (not passed as complete) proves no deletion: nothing more is marked
+    partial = load_batch(engine, [], None, NOW + timedelta(minutes=10))
+    assert partial.deleted_upstream == 0 and set(deleted_marks(engine)) == {b}
+    # but any read that returns a sid proves it exists: unchanged, the mark is cleared
+    seen_again = load_batch(engine, [rec(b)], None, NOW + timedelta(minutes=12))
+    assert (seen_again.returned_upstream, seen_again.counts.unchanged) == (1, 1)
+    assert deleted_marks(engine) == {}
+    gone_again = load_batch(engine, [rec(a)], [WK], NOW + timedelta(minutes=14))
+    assert gone_again.deleted_upstream == 1 and set(deleted_marks(engine)) == {b}
     back = load_batch(engine, [rec(a), rec(b, "accepted", "2026-11-20T10:01:00Z")], [WK],
                       NOW + timedelta(minutes=15))
     assert (back.returned_upstream, back.deleted_upstream, back.counts.updated) == (1, 0, 1)

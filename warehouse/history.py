@@ -18,6 +18,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.schema import reservation_status_history as history
+from warehouse.upsert import naive_utc_text
 
 WRITE_CHUNK = 5000
 
@@ -51,7 +52,7 @@ def _driver_times(stamps: pd.Series, dialect: Dialect) -> list[Any]:
     """UTC timestamps as the driver takes them (what ``UTCDateTime`` would bind, vectorized)."""
     if dialect.name == "postgresql":
         return list(stamps.dt.to_pydatetime())
-    return stamps.dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%f").tolist()
+    return naive_utc_text(stamps)
 
 
 def history_rows(written: pd.DataFrame | None) -> pd.DataFrame:

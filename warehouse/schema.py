@@ -77,12 +77,12 @@ reservations = sa.Table(
     sa.Column("last_changed_at", UTCDateTime, nullable=False),
     # 0002: set when a complete read of the worker no longer returns the sid (warehouse.deletions)
     sa.Column("deleted_upstream_at", UTCDateTime, nullable=True),
-    sa.Index(None, "workspace_sid", "date_created"),
-    sa.Index(None, "worker_sid", "date_created"),
-    sa.Index(None, "date_created"),
-    sa.Index(None, "last_changed_at"),
-    sa.Index(None, "date_updated"),  # 0002
-    sa.Index(None, "worker_sid", "deleted_upstream_at"),  # 0002: live rows of a worker
+    # 0003: one index per query that needs it (each costs every written row its upkeep)
+    sa.Index("ix_reservations_worker_versions", "worker_sid", "date_created", "sid",
+             "date_updated", "reservation_status", "deleted_upstream_at"),  # warehouse.screen
+    sa.Index("ix_reservations_summary", "date_created", "workspace_sid", "worker_sid",
+             "reservation_status"),  # a summary day, grouped from the index alone
+    sa.Index(None, "last_changed_at", "date_created"),  # the days changed since the watermark
     **MYSQL_TABLE_ARGS,
 )
 

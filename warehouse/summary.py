@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 
 from warehouse.engine import run_in_transaction
 from warehouse.schema import reservation_daily_status_counts as counts_table
@@ -26,11 +26,6 @@ from warehouse.schema import reservations, warehouse_state
 from warehouse.state import REPORTING_TIMEZONE, SUMMARY_WATERMARK, read_state, write_state
 
 log = logging.getLogger(__name__)
-STREAM_CHUNK = 50_000
-# How far before the watermark a refresh looks again: longer than any load transaction lasts
-# (batches commit every few seconds), short enough that a refresh right after a big load does
-# not re-read the whole load.
-WATERMARK_LOOKBACK = timedelta(minutes=2)
 
 
 class UnknownTimezone(ValueError):
@@ -111,77 +106,48 @@ def _count_rows(conn: Connection, days: list[date]) -> int:
     ).scalar_one()
 
 
-def changed_days(conn: Connection, since: datetime | None, zone: ZoneInfo,
-                 recheck_from: datetime | None = None) -> tuple[set[date], set[date], datetime | None]:
-    """Local days of rows changed after ``since``, days of rows changed in ``(recheck_from, since]``,
-    and the newest change time seen.
+def _created_hour(dialect: Dialect) -> sa.ColumnElement[str]:
+    """The UTC hour of ``date_created`` as ``YYYY-MM-DD HH`` text, computed by the database."""
+    if dialect.name == "postgresql":
+        return sa.func.to_char(sa.func.timezone("UTC", _c.date_created), "YYYY-MM-DD HH24")
+    if dialect.name in ("mysql", "mariadb"):
+        return sa.func.date_format(_c.date_created, "%Y-%m-%d %H")
+    return sa.func.substr(sa.type_coerce(_c.date_created, sa.String), 1, 13)
 
-    Streams the rows in chunks and keeps only sets of days, so memory stays flat on a full
-    load of millions of rows.
+
+def _utc(value: object) -> datetime:
+    """A driver's timestamp (text on SQLite, naive UTC on MySQL, aware on PostgreSQL) as aware UTC."""
+    stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+_LAST_MICROSECOND = timedelta(hours=1) - timedelta(microseconds=1)
+
+
+def changed_days(conn: Connection, since: datetime | None,
+                 zone: ZoneInfo) -> tuple[set[date], datetime | None]:
+    """Local days of the rows changed after ``since``, and the newest change time among them.
+
+    The database groups the changed rows by UTC hour of creation, so a few hundred values come
+    back however many rows changed (a full load of millions included). An hour maps to the local
+    days of its first and last instant: both, when a zone's midnight falls inside the hour
+    (offsets such as +05:30); recomputing a day that did not change is harmless.
     """
-    # type_coerce: no per-row UTCDateTime processing; the chunks are parsed vectorized below
-    query = sa.select(sa.type_coerce(_c.date_created, sa.String),
-                      sa.type_coerce(_c.last_changed_at, sa.String))
-    low = recheck_from if since is not None and recheck_from is not None else since
-    if low is not None:
-        query = query.where(_c.last_changed_at > low)
+    hour = _created_hour(conn.dialect)
+    query = sa.select(hour, sa.type_coerce(sa.func.max(_c.last_changed_at), sa.String))
+    if since is not None:
+        query = query.where(_c.last_changed_at > since)
     days: set[date] = set()
-    recheck: set[date] = set()
     newest: datetime | None = None
-    # a per-statement option: Connection.execution_options() would change the connection for
-    # every later statement (psycopg cannot executemany on the server-side cursor it implies)
-    result = conn.execute(query, execution_options={"yield_per": STREAM_CHUNK})
-    for chunk in result.partitions():
-        # columns from tuples: DataFrame(Row objects) is several times slower
-        created_raw, changed_raw = (list(col) for col in zip(*chunk, strict=True))
-        frame = pd.DataFrame({"created": pd.Series(created_raw, dtype=object),
-                              "changed": pd.Series(changed_raw, dtype=object)})
-        changed = pd.to_datetime(frame["changed"], utc=True, format="ISO8601")
-        created = pd.to_datetime(frame["created"], utc=True, format="ISO8601")
-        fresh = changed > pd.Timestamp(since) if since is not None else changed.notna()
-        days |= local_days(created[fresh], zone)
-        recheck |= local_days(created[~fresh], zone)
-        top = changed.max().to_pydatetime()
-        newest = top if newest is None or top > newest else newest
-    return days, recheck - days, newest
-
-
-def _day_contents(conn: Connection, days: list[date]) -> dict[date, dict[str, int]]:
-    """Per day, the reservations per status: enough to tell whether a recomputed day moved.
-
-    A reservation never changes day or worker, only status (or appears), so any change to a
-    day shows in its per-status totals; grouping in SQL keeps this to a few rows per day
-    (reading every summary row into Python sets took ~0.8 GB on a 1.5M-row warehouse).
-    """
-    t = counts_table.c
-    out: dict[date, dict[str, int]] = {d: {} for d in days}
-    for start in range(0, len(days), 500):
-        rows = conn.execute(
-            sa.select(t.day, t.reservation_status, sa.func.sum(t.reservation_count))
-            .where(t.day.in_(days[start:start + 500]))
-            .group_by(t.day, t.reservation_status)
-        )
-        for day, status, total in rows:
-            day = day if isinstance(day, date) else date.fromisoformat(str(day))
-            out.setdefault(day, {})[status] = int(total)
-    return out
-
-
-def refresh_with_recheck(conn: Connection, days: set[date], recheck: set[date],
-                         zone: ZoneInfo) -> SummaryRefresh:
-    """Refresh ``days``; recompute ``recheck`` too but report only those whose counts moved."""
-    again = sorted(recheck - days)
-    before = _day_contents(conn, again) if again else {}
-    result = refresh_days(conn, days | set(again), zone)
-    if again:
-        after = _day_contents(conn, again)
-        moved = {d for d in again if before.get(d, {}) != after.get(d, {})}
-        if moved:
-            log.warning("summary days %s changed by loads that committed after the last "
-                        "refresh: recomputed", ", ".join(str(d) for d in sorted(moved)))
-        result.days = sorted(days | moved)
-        result.rows = _count_rows(conn, result.days)
-    return result
+    for bucket, changed in conn.execute(query.group_by(hour)).tuples():
+        if bucket is None or changed is None:
+            continue
+        start = datetime.strptime(bucket, "%Y-%m-%d %H").replace(tzinfo=UTC)
+        days.add(start.astimezone(zone).date())
+        days.add((start + _LAST_MICROSECOND).astimezone(zone).date())
+        stamp = _utc(changed)
+        newest = stamp if newest is None or stamp > newest else newest
+    return days, newest
 
 
 def all_days(conn: Connection, zone: ZoneInfo) -> list[date]:
@@ -224,14 +190,14 @@ def _lock_summaries(engine: Engine, conn: Connection) -> None:
     conn.execute(query.with_for_update()).first()
 
 
-def refresh_changed_days(engine: Engine, zone_name: str | None,
-                         lookback: timedelta = WATERMARK_LOOKBACK) -> SummaryRefresh:
+def refresh_changed_days(engine: Engine, zone_name: str | None) -> SummaryRefresh:
     """Refresh every day touched since the last refresh; rebuild all if the zone changed.
 
     One transaction: the watermark moves only together with the counts it vouches for. Rows
-    changed up to ``lookback`` before the watermark are looked at again, so a concurrent load
-    whose transaction committed late (its rows stamped before the watermark) is never missed;
-    recomputing a day twice is harmless.
+    are stamped under the reservations writer lock with a ``last_changed_at`` later than any
+    committed before (``warehouse.upsert.next_change_stamp``), so a load committing after
+    this refresh read the table stamps every row after the new watermark: nothing is missed,
+    even when loads run on hosts whose clocks disagree.
     """
     zone = reporting_zone(zone_name)
 
@@ -248,9 +214,8 @@ def refresh_changed_days(engine: Engine, zone_name: str | None,
             newest = conn.execute(sa.select(sa.func.max(_c.last_changed_at))).scalar_one_or_none()
             result = rebuild_all(conn, zone)
         else:
-            recheck_from = watermark - lookback if watermark is not None else None
-            days, recheck, newest = changed_days(conn, watermark, zone, recheck_from)
-            result = refresh_with_recheck(conn, days, recheck, zone)
+            days, newest = changed_days(conn, watermark, zone)
+            result = refresh_days(conn, days, zone)
         write_state(conn, REPORTING_TIMEZONE, zone.key)
         if newest is not None and (watermark is None or newest > watermark):
             write_state(conn, SUMMARY_WATERMARK, newest.astimezone(UTC).isoformat())

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -37,6 +37,7 @@ from warehouse.schema import (
     warehouse_state,
     workers,
 )
+from warehouse.state import read_state, write_state
 
 LOOKUP_CHUNK = 2000
 WRITE_CHUNK = 5000
@@ -156,7 +157,8 @@ def _bind_column(series: pd.Series, dialect_name: str) -> list[Any]:
         values = pd.Series(series.dt.to_pydatetime(), index=series.index, dtype=object)
         return values.where(~missing, None).tolist()
     values = series.astype(object)
-    return values.where(values.notna(), None).tolist()
+    missing = values.isna()
+    return values.where(~missing, None).tolist() if missing.any() else values.tolist()
 
 
 def _bind_rows(frame: pd.DataFrame, columns: Sequence[str], dialect: Dialect,
@@ -293,6 +295,27 @@ def lock_writers(conn: Connection, key: str = RESERVATIONS_WRITER) -> None:
     conn.execute(query).first()
 
 
+LAST_CHANGE_STAMP = "last_change_stamp:reservations"
+
+
+def next_change_stamp(conn: Connection, now: datetime) -> datetime:
+    """The ``last_changed_at`` for this transaction's writes: ``now``, or just after the newest
+    stamp ever committed when a clock is behind.
+
+    Called under the writer lock, so stamps increase in commit order across processes and
+    hosts: the summary refresh can trust "changed after the watermark" to catch every later
+    load, with no look-back window for late commits or clock skew.
+    """
+    stamp = now.astimezone(UTC)
+    raw = read_state(conn, LAST_CHANGE_STAMP)
+    if raw:
+        last = datetime.fromisoformat(raw)
+        if stamp <= last:
+            stamp = last + timedelta(microseconds=1)
+    write_state(conn, LAST_CHANGE_STAMP, stamp.isoformat())
+    return stamp
+
+
 def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> UpsertCounts:
     """Write the new and newer rows of a normalized batch; returns exact counts.
 
@@ -321,7 +344,7 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> 
     counts.returned_sids = merged.loc[merged["stored_deleted"].fillna(False).astype(bool),
                                       "sid"].tolist()
     if not to_write.empty:
-        stamp = pd.Timestamp(now).tz_convert("UTC")
+        stamp = pd.Timestamp(next_change_stamp(conn, now))
         to_write = to_write.assign(first_loaded_at=stamp, last_changed_at=stamp)
         to_write = to_write.sort_values("sid", kind="stable")
         if (conn.dialect.name == "postgresql" and PG_COPY_MIN_ROWS is not None

@@ -1,0 +1,157 @@
+"""Setting aside the records the warehouse already holds, before any normalization.
+
+TaskRouter has no "changed since" filter, so every sync reads every live reservation, and on a
+steady-state sync almost all of them are exactly what the warehouse stores. Under the upsert
+rule (DESIGN.md) a record is written only when its ``date_updated`` is newer, or equal with a
+later status, so a record whose (sid, ``date_updated``, status) equals the stored row's changes
+nothing, whatever its other fields say. Those records are counted as unchanged here, from one
+read of the batch's workers' stored rows (an index range per worker, not a probe per sid), and
+only the rest are validated, normalized and upserted. The same read tells which of those
+workers' reservations TaskRouter no longer returns (``StoredVersions.gone``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import compress
+from operator import itemgetter, not_
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+from warehouse.schema import reservations
+
+WORKER_CHUNK = 500
+_c = reservations.c
+
+
+def stored_date_text(dialect: Dialect) -> sa.ColumnElement[str]:
+    """``date_updated`` in TaskRouter's own form, ``2026-11-03T12:00:00Z``, cut to the second.
+
+    Computed by the database, so the screen compares API text to stored text with no parsing.
+    Cutting is safe: a record equal to the cut value is at most as new as the stored row, so
+    with an equal status it can change nothing. Constants are literal SQL, not parameters (the
+    statement goes to the driver as text).
+    """
+    if dialect.name == "postgresql":
+        return sa.func.to_char(sa.func.timezone(sa.literal_column("'UTC'"), _c.date_updated),
+                               sa.literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"))
+    if dialect.name in ("mysql", "mariadb"):
+        return sa.func.date_format(_c.date_updated, sa.literal_column("'%Y-%m-%dT%H:%i:%sZ'"))
+    # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff'
+    column = f"{reservations.name}.{_c.date_updated.name}"
+    return sa.literal_column(
+        f"substr({column}, 1, 10) || 'T' || substr({column}, 12, 8) || 'Z'", sa.String)
+
+
+@dataclass
+class StoredVersions:
+    """Stored ``(sid, date text, status, deleted upstream)`` rows of some workers' reservations."""
+
+    rows: list[tuple[str, str, str, Any]] = field(default_factory=list)
+
+    def gone(self, seen_sids: set[str]) -> list[str]:
+        """Live sids that the reads did not return (meaningful when the reads were complete)."""
+        return [row[0] for row in self.rows if not row[3] and row[0] not in seen_sids]
+
+
+@lru_cache(maxsize=32)
+def _stored_versions_sql(dialect: Dialect, workers: int) -> str:
+    """The driver SQL reading the stored versions of ``workers`` workers (cached per size)."""
+    query = sa.select(_c.sid, stored_date_text(dialect), _c.reservation_status,
+                      _c.deleted_upstream_at.is_not(None))
+    query = query.where(_c.worker_sid.in_([sa.bindparam(f"w{n}") for n in range(workers)]))
+    return str(query.compile(dialect=dialect))
+
+
+def _driver_params(dialect: Dialect, values: list[str]) -> Any:
+    if dialect.paramstyle in ("named", "pyformat"):
+        return {f"w{n}": value for n, value in enumerate(values)}
+    return tuple(values)
+
+
+def read_stored_versions(conn: Connection, worker_sids: Sequence[str]) -> StoredVersions:
+    """Every stored reservation of these workers (deleted upstream or not), in a few queries.
+
+    Rows come straight from the driver's ``fetchall`` (tuples built in C): going through
+    SQLAlchemy's result objects cost more than the query itself.
+    """
+    stored = StoredVersions()
+    workers = sorted(set(worker_sids))
+    for start in range(0, len(workers), WORKER_CHUNK):
+        chunk = workers[start : start + WORKER_CHUNK]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_stored_versions_sql(conn.dialect, len(chunk)),
+                           _driver_params(conn.dialect, chunk))
+            stored.rows.extend(cursor.fetchall())
+        finally:
+            cursor.close()
+    return stored
+
+
+@dataclass
+class Screened:
+    pending: list[Any]  # records to validate, normalize and upsert
+    unchanged: int = 0  # records equal to the stored row in (sid, date_updated, status)
+    returned_sids: list[str] = field(default_factory=list)  # unchanged, but marked deleted upstream
+    seen_sids: set[str] = field(default_factory=set)  # every sid the records carry
+
+
+_VERSION = itemgetter("sid", "date_updated", "reservation_status")
+_FIRST_THREE = itemgetter(0, 1, 2)
+_FIRST = itemgetter(0)
+
+
+def screen_records(records: Sequence[Any], stored: StoredVersions) -> Screened:
+    """Split a batch into records that may change the warehouse and records that cannot.
+
+    Set operations over (sid, date_updated, status) tuples, built by ``map`` in C: no Python
+    statement runs per record on well-formed pages. Pages with a record that is not an object
+    or lacks one of the three fields take a per-record loop with the same outcome.
+    """
+    versions = set(map(_FIRST_THREE, stored.rows))
+    try:
+        keys = list(map(_VERSION, records))
+    except (KeyError, TypeError, AttributeError):
+        return _screen_one_by_one(records, stored, versions)
+    try:
+        hits = list(map(versions.__contains__, keys))
+    except TypeError:  # an unhashable value (a list where a string belongs)
+        return _screen_one_by_one(records, stored, versions)
+    unchanged = hits.count(True)
+    pending = list(compress(records, map(not_, hits))) if unchanged else list(records)
+    seen = {sid for sid in map(_FIRST, keys) if type(sid) is str}
+    screened = Screened(pending, unchanged, seen_sids=seen)
+    if unchanged:
+        matched = set(compress(keys, hits))
+        screened.returned_sids = [row[0] for row in stored.rows
+                                  if row[3] and row[:3] in matched]
+    return screened
+
+
+def _screen_one_by_one(records: Sequence[Any], stored: StoredVersions,
+                       versions: set[tuple[Any, ...]]) -> Screened:
+    screened = Screened(pending=[])
+    deleted = {row[0] for row in stored.rows if row[3]}
+    for record in records:
+        sid = record.get("sid") if type(record) is dict else None
+        if type(sid) is not str:
+            screened.pending.append(record)
+            continue
+        screened.seen_sids.add(sid)
+        key = (sid, record.get("date_updated"), record.get("reservation_status"))
+        try:
+            hit = key in versions
+        except TypeError:
+            hit = False
+        if not hit:
+            screened.pending.append(record)
+            continue
+        screened.unchanged += 1
+        if sid in deleted:
+            screened.returned_sids.append(sid)
+    return screened
