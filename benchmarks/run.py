@@ -116,9 +116,10 @@ def measure_shape(workers: int, reservations: int, latency: float, database: str
                           f"{result['rows']:>9,} rows  rss {result['peak_rss_mb']:.0f} MB", flush=True)
             control(info, "reset")
             control(info, "prewarm")
-            for ceiling in [x for x in ("fetch_only", "load_only") if x in loaders]:
+            for ceiling in [x for x in ("fetch_only", "load_only", "warehouse_only")
+                            if x in loaders]:
                 url = dbs.fresh(database)
-                result = run_runner(ceiling, {**common, "baseline_url": url})
+                result = run_runner(ceiling, {**common, "baseline_url": url, "warehouse_url": url})
                 samples.setdefault((ceiling, "full"), []).append(result)
                 print(f"  rep {rep + 1} {ceiling:10s} {result['seconds']:7.2f}s "
                       f"cpu {result['cpu_seconds']:6.2f}s", flush=True)
@@ -222,7 +223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default="full,noop,advance")
     p.add_argument("--repetitions", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--loaders", default="project,baseline,fetch_only,load_only",
+    p.add_argument("--loaders", default="project,baseline,fetch_only,load_only,warehouse_only",
                    help="which loaders to run (e.g. skip the slow baseline at 1.5M rows)")
     p.add_argument("--quick", action="store_true", help="tiny shape, one repetition (smoke test)")
     p.add_argument("--extras", default="", help=f"also run: {','.join(EXTRA_MODULES)} (or 'all')")

@@ -19,8 +19,10 @@ def test_bench_harness_runs_on_a_tiny_shape(tmp_path):
     results = json.loads(stem.with_suffix(".json").read_text())
     by_key = {(r["loader"], r["scenario"]): r for r in results["rows"]}
     for key in [("project", "full"), ("project", "noop"), ("project", "advance"),
-                ("baseline", "full"), ("fetch_only", "full"), ("load_only", "full")]:
+                ("baseline", "full"), ("fetch_only", "full"), ("load_only", "full"),
+                ("warehouse_only", "full")]:
         assert key in by_key, key
+    assert by_key[("warehouse_only", "full")]["rows"] == 20 * 30
     full, noop = by_key[("project", "full")], by_key[("project", "noop")]
     assert full["rows"] == 20 * 30 and full["written"] == 600
     assert noop["written"] == 0, "a second sync with nothing changed must write nothing"
