@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from pipelines.memory import limit_malloc_arenas, release_free_memory
+from pipelines.memory import fewer_collections, limit_malloc_arenas, release_free_memory
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
 from warehouse.deletions import clear_deleted, mark_deleted, mark_missing_workers
 from warehouse.engine import run_in_transaction
@@ -286,7 +286,7 @@ def load_reservations(
     # One loader thread commits batch N while this thread gathers batch N+1 from the readers,
     # so fetching and loading overlap; batches still commit one at a time, in order, and at
     # most two are held in memory. Leaving the block waits for the batch being committed.
-    with ThreadPoolExecutor(1, thread_name_prefix="loader") as loader:
+    with fewer_collections(), ThreadPoolExecutor(1, thread_name_prefix="loader") as loader:
         loading: Future[BatchResult] | None = None
         for ws, worker_sids in workers_by_workspace.items():
             reads = client.read_reservations(ws, worker_sids, status=status)
