@@ -219,6 +219,7 @@ def load_only(args: dict[str, Any]) -> dict[str, Any]:
 
 def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
     from pipelines.loading import DEFAULT_BATCH_ROWS, load_batch
+    from pipelines.memory import fewer_collections
     from warehouse.engine import create_warehouse_engine
     from warehouse.migrate import ensure_schema
     from warehouse.summary import refresh_changed_days
@@ -241,8 +242,9 @@ def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
     ensure_schema(engine)
     cpu_before = cpu_seconds()
     started = time.perf_counter()
-    for chunk, chunk_workers in batches:
-        load_batch(engine, chunk, chunk_workers)
+    with fewer_collections():  # as load_reservations runs its batches
+        for chunk, chunk_workers in batches:
+            load_batch(engine, chunk, chunk_workers)
     refresh_changed_days(engine, "UTC")
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before

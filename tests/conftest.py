@@ -92,6 +92,18 @@ def warehouse_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(name[request.param])
 
 
+@pytest.fixture
+def engine(warehouse_url: str) -> Iterator[sa.Engine]:
+    """A warehouse on each database, migrated to the head revision (files may override it)."""
+    from warehouse.engine import create_warehouse_engine
+    from warehouse.migrate import ensure_schema
+
+    eng = create_warehouse_engine(warehouse_url)
+    ensure_schema(eng)
+    yield eng
+    eng.dispose()
+
+
 def small_world(**overrides: object) -> WorldConfig:
     values: dict[str, object] = {
         "seed": 11,

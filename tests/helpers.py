@@ -13,6 +13,21 @@ import sqlalchemy as sa
 from warehouse.engine import create_warehouse_engine
 from warehouse.normalize import compact_json, parse_utc
 
+CRAFTED_WS = "WS" + "a" * 32
+CRAFTED_WK = "WK" + "b" * 32
+
+
+def crafted_reservation(sid: Any, status: str = "pending", updated: str = "2026-11-20T10:00:05Z",
+                        created: str = "2026-11-20T10:00:00Z", **extra: Any) -> dict[str, Any]:
+    """One reservation as TaskRouter returns it, for feeding ``load_batch`` directly."""
+    return {
+        "account_sid": "AC" + "c" * 32, "workspace_sid": CRAFTED_WS, "worker_sid": CRAFTED_WK,
+        "worker_name": "Zoë", "task_sid": "WT" + "d" * 32, "reservation_status": status,
+        "date_created": created, "date_updated": updated,
+        "url": "https://taskrouter.twilio.com/x", "links": {"worker": "https://w"},
+        "sid": sid, **extra,
+    }
+
 
 def run_sync_job(instance: dg.DagsterInstance | None = None,
                  raise_on_error: bool = True) -> dg.ExecuteInProcessResult:

@@ -9,7 +9,6 @@ whose midnight falls inside a UTC hour.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -19,34 +18,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipelines.loading import load_batch
-from warehouse.engine import create_warehouse_engine
-from warehouse.migrate import ensure_schema
+from tests.helpers import CRAFTED_WK, crafted_reservation
 from warehouse.schema import reservation_daily_status_counts, reservations
 from warehouse.screen import read_stored_versions, screen_records
 from warehouse.summary import changed_days, refresh_changed_days, reporting_zone
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-WS = "WS" + "a" * 32
-WK = "WK" + "b" * 32
-
-
-@pytest.fixture
-def engine(warehouse_url: str) -> Iterator[Engine]:
-    engine = create_warehouse_engine(warehouse_url)
-    ensure_schema(engine)
-    yield engine
-    engine.dispose()
+WK = CRAFTED_WK
 
 
 def rec(n: int, status: str = "pending", updated: str = "2026-11-20T10:00:05Z",
         created: str = "2026-11-20T10:00:00Z", **extra: Any) -> dict[str, Any]:
-    return {
-        "account_sid": "AC" + "c" * 32, "workspace_sid": WS, "worker_sid": WK,
-        "worker_name": "Zoë", "task_sid": "WT" + "d" * 32, "reservation_status": status,
-        "date_created": created, "date_updated": updated,
-        "url": "https://taskrouter.twilio.com/x", "links": {"worker": "https://w"},
-        "sid": f"WR{n:032d}", **extra,
-    }
+    return crafted_reservation(f"WR{n:032d}", status, updated, created, **extra)
 
 
 def stored_rows(engine: Engine) -> pd.DataFrame:

@@ -6,7 +6,6 @@ Every test goes through the real path: API-shaped records -> ``normalize_reserva
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,8 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.helpers import assert_summary_consistent, stored_daily_counts, warehouse_frame
-from warehouse.engine import create_warehouse_engine
-from warehouse.migrate import ensure_schema
 from warehouse.normalize import normalize_reservations
 from warehouse.schema import reservation_daily_status_counts, reservations
 from warehouse.state import REPORTING_TIMEZONE, read_state
@@ -36,14 +33,6 @@ HOSTILE = [
     "percent %s %(x)s {0} ? :name",
     "",
 ]
-
-
-@pytest.fixture
-def engine(warehouse_url: str) -> Iterator[Engine]:
-    eng = create_warehouse_engine(warehouse_url)
-    ensure_schema(eng)
-    yield eng
-    eng.dispose()
 
 
 def rec(sid: str, status: str, updated: str, *, created: str = "2026-11-20T10:00:00Z",

@@ -20,21 +20,12 @@ from pipelines.loading import SyncFigures, list_workers_by_workspace, load_batch
 from pipelines.taskrouter import TaskRouterClient, credentials_from_env
 from pipelines.taskrouter.emulator import Emulator, Faults
 from tests.conftest import small_world
+from tests.helpers import CRAFTED_WK, crafted_reservation
 from warehouse.engine import create_warehouse_engine
-from warehouse.migrate import ensure_schema
 from warehouse.schema import rejected_records, reservation_status_history, reservations
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-WS = "WS" + "a" * 32
-WK = "WK" + "b" * 32
-
-
-@pytest.fixture
-def engine(warehouse_url: str) -> Iterator[Engine]:
-    engine = create_warehouse_engine(warehouse_url)
-    ensure_schema(engine)
-    yield engine
-    engine.dispose()
+WK = CRAFTED_WK
 
 
 @pytest.fixture
@@ -171,13 +162,7 @@ def test_failed_reads_mark_nothing_and_vanished_workers_mark_everything(world_em
 # -- crafted records through load_batch -------------------------------------------------------
 def rec(sid: Any, status: str = "pending", updated: str = "2026-11-20T10:00:05Z",
         **extra: Any) -> dict[str, Any]:
-    return {
-        "account_sid": "AC" + "c" * 32, "workspace_sid": WS, "worker_sid": WK,
-        "worker_name": "Zoë", "task_sid": "WT" + "d" * 32, "reservation_status": status,
-        "date_created": "2026-11-20T10:00:00Z", "date_updated": updated,
-        "url": "https://taskrouter.twilio.com/x", "links": {"worker": "https://w"},
-        "sid": sid, **extra,
-    }
+    return crafted_reservation(sid, status, updated, **extra)
 
 
 def test_a_sid_that_comes_back_is_cleared_and_marks_are_not_updates(engine):
