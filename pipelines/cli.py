@@ -135,11 +135,17 @@ def running_emulator(args: list[str]):  # type: ignore[no-untyped-def]
         info["pid"] = process.pid
         yield info
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, grace=10)
+
+
+def stop_process(process: subprocess.Popen[Any], grace: float) -> None:
+    """Ask a child process to stop; kill it if it is still running after ``grace`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def _load_demo_state() -> dict[str, Any]:

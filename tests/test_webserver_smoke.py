@@ -20,6 +20,7 @@ import dagster as dg
 import pytest
 import requests
 
+from pipelines.cli import stop_process
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import run_sync_job
 
@@ -133,12 +134,7 @@ def webserver(emulator, sync_env, tmp_path: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield f"{base}/graphql"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, grace=20)
         log.close()
 
 

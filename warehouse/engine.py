@@ -117,6 +117,17 @@ def create_warehouse_engine(raw: str | URL | None = None, **kwargs: object) -> E
     return engine
 
 
+def in_list_sql(query: sa.Select, column: sa.Column, size: int, dialect: sa.Dialect) -> str:
+    """``<query> WHERE <column> IN (<size> placeholders)`` as driver SQL, bound positionally.
+
+    For hot lookups run on the driver directly: SQLAlchemy's expanding IN costs a few
+    microseconds per value, most of a lookup's time on a million-row sync.
+    """
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    target = f"{column.table.name}.{column.name}"  # type: ignore[attr-defined]
+    return f"{query.compile(dialect=dialect)} WHERE {target} IN ({', '.join([mark] * size)})"
+
+
 def describe(engine: Engine) -> str:
     return mask_url(engine.url)
 

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
+from warehouse.engine import in_list_sql
 from warehouse.schema import reservations
 
 WORKER_CHUNK = 500
@@ -63,14 +64,7 @@ def _stored_versions_sql(dialect: Dialect, workers: int) -> str:
     """The driver SQL reading the stored versions of ``workers`` workers (cached per size)."""
     query = sa.select(_c.sid, stored_date_text(dialect), _c.reservation_status,
                       _c.deleted_upstream_at.is_not(None))
-    query = query.where(_c.worker_sid.in_([sa.bindparam(f"w{n}") for n in range(workers)]))
-    return str(query.compile(dialect=dialect))
-
-
-def _driver_params(dialect: Dialect, values: list[str]) -> Any:
-    if dialect.paramstyle in ("named", "pyformat"):
-        return {f"w{n}": value for n, value in enumerate(values)}
-    return tuple(values)
+    return in_list_sql(query, _c.worker_sid, workers, dialect)
 
 
 def read_stored_versions(conn: Connection, worker_sids: Sequence[str]) -> StoredVersions:
@@ -85,8 +79,7 @@ def read_stored_versions(conn: Connection, worker_sids: Sequence[str]) -> Stored
         chunk = workers[start : start + WORKER_CHUNK]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(_stored_versions_sql(conn.dialect, len(chunk)),
-                           _driver_params(conn.dialect, chunk))
+            cursor.execute(_stored_versions_sql(conn.dialect, len(chunk)), tuple(chunk))
             stored.rows.extend(cursor.fetchall())
         finally:
             cursor.close()

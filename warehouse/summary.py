@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from warehouse.engine import run_in_transaction
+from warehouse.schema import as_utc, reservations, warehouse_state
 from warehouse.schema import reservation_daily_status_counts as counts_table
-from warehouse.schema import reservations, warehouse_state
 from warehouse.state import REPORTING_TIMEZONE, SUMMARY_WATERMARK, read_state, write_state
 
 log = logging.getLogger(__name__)
@@ -115,12 +115,6 @@ def _created_hour(dialect: Dialect) -> sa.ColumnElement[str]:
     return sa.func.substr(sa.type_coerce(_c.date_created, sa.String), 1, 13)
 
 
-def _utc(value: object) -> datetime:
-    """A driver's timestamp (text on SQLite, naive UTC on MySQL, aware on PostgreSQL) as aware UTC."""
-    stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-
-
 _LAST_MICROSECOND = timedelta(hours=1) - timedelta(microseconds=1)
 
 
@@ -145,7 +139,7 @@ def changed_days(conn: Connection, since: datetime | None,
         start = datetime.strptime(bucket, "%Y-%m-%d %H").replace(tzinfo=UTC)
         days.add(start.astimezone(zone).date())
         days.add((start + _LAST_MICROSECOND).astimezone(zone).date())
-        stamp = _utc(changed)
+        stamp = as_utc(changed)
         newest = stamp if newest is None or stamp > newest else newest
     return days, newest
 

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
+from warehouse.engine import in_list_sql
 from warehouse.schema import (
     RESERVATION_COLUMNS,
     WORKER_COLUMNS,
@@ -231,17 +232,13 @@ _STORED_COLUMNS = ["sid", "stored_date", "stored_rank", "stored_status", "stored
 def _lookup_sql(dialect: Dialect, size: int) -> str:
     """``SELECT <stored version> ... WHERE sid IN (<size> driver placeholders)``.
 
-    Written for the driver directly: SQLAlchemy's expanding IN costs a few microseconds per
-    value, which on a 1.5M-row sync is most of the lookup. type_coerce skips the per-row
-    UTCDateTime processing; the driver's value (text on SQLite, datetime elsewhere) is parsed
-    vectorized by the caller.
+    type_coerce skips the per-row UTCDateTime processing; the driver's value (text on SQLite,
+    datetime elsewhere) is parsed vectorized by the caller.
     """
     c = reservations.c
     head = sa.select(c.sid, sa.type_coerce(c.date_updated, sa.String), c.status_rank,
                      c.reservation_status, c.deleted_upstream_at.is_not(None))
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sid = f"{reservations.name}.{c.sid.name}"
-    return f"{head.compile(dialect=dialect)} WHERE {sid} IN ({', '.join([mark] * size)})"
+    return in_list_sql(head, c.sid, size, dialect)
 
 
 def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
