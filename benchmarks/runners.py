@@ -69,6 +69,10 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
         "updated": figures.updated,
         "unchanged": figures.unchanged,
         "days_refreshed": len(refresh.days),
+        "load_seconds": round(figures.seconds, 3),
+        "prepare_seconds": round(figures.prepare_seconds, 3),
+        "write_seconds": round(figures.write_seconds, 3),
+        "summary_seconds": round(seconds - figures.seconds, 3),
     }
 
 

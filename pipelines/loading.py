@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipelines.memory import fewer_collections, limit_malloc_arenas, release_free_memory
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
+from pipelines.writer import batch_writer
 from warehouse.deletions import clear_deleted, mark_deleted, mark_missing_workers
 from warehouse.engine import run_in_transaction
 from warehouse.history import record_status_changes
@@ -32,7 +34,8 @@ from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_ROWS = 10_000
 PROGRESS_EVERY_S = 5.0
-MAX_WORKERS_PER_BATCH = 2000  # workers with no reservations still need their deletions checked
+MAX_WORKERS_PER_BATCH = 2000
+BATCHES_QUEUED = 2  # prepared batches handed to the writer and not yet committed  # workers with no reservations still need their deletions checked
 
 
 @dataclass
@@ -54,6 +57,8 @@ class SyncFigures:
     deleted_upstream: int = 0  # reservations newly marked deleted_upstream_at
     returned_upstream: int = 0  # marked reservations TaskRouter returned again (mark cleared)
     batches: int = 0
+    prepare_seconds: float = 0.0  # screening and normalizing, on the sync's own thread
+    write_seconds: float = 0.0  # write transactions, in the writer thread or process
     pages: int = 0
     requests: int = 0
     retries: int = 0
@@ -72,6 +77,8 @@ class SyncFigures:
         data = asdict(self)
         data["rows_per_second"] = round(self.rows_per_second, 1)
         data["seconds"] = round(self.seconds, 3)
+        data["prepare_seconds"] = round(self.prepare_seconds, 3)
+        data["write_seconds"] = round(self.write_seconds, 3)
         return data
 
 
@@ -207,42 +214,69 @@ class BatchResult:
     history_rows: int = 0
     deleted_upstream: int = 0
     returned_upstream: int = 0
+    write_seconds: float = 0.0  # the transaction's wall time in the writer
 
 
-def load_batch(engine: Engine, records: list[Any], complete_workers: list[str] | None = None,
-               now: datetime | None = None) -> BatchResult:
-    """Screen, normalize and load one batch: upsert, status history, quarantine, and (for
-    ``complete_workers``, whose full reservation lists ``records`` hold) upstream deletions.
-    Pass ``complete_workers=None`` when the reads were filtered or partial.
+@dataclass
+class PreparedBatch:
+    """A batch screened and normalized, ready for its write transaction (``write_batch``)."""
 
-    The screen reads the batch's workers' stored versions first, outside the write
-    transaction, and sets aside the records that cannot change anything; only the rest are
-    normalized and written, in ONE transaction under the writer lock.
+    rows: Normalized
+    unchanged: int
+    returned_sids: list[str]
+    gone: list[str]
+
+
+def prepare_batch(engine: Engine, records: list[Any],
+                  complete_workers: list[str] | None = None) -> PreparedBatch:
+    """The Python half of a batch: screen against the stored versions, then normalize the rest.
+
+    The screen reads the batch's workers' stored versions outside the write transaction and
+    sets aside the records that cannot change anything; ``complete_workers`` (None when the
+    reads were filtered or partial) are the workers whose full lists ``records`` hold, so the
+    same read tells which of their stored reservations TaskRouter no longer returns.
     """
     workers = complete_workers if complete_workers is not None else sorted(
         {w for r in records if isinstance(r, dict) and isinstance(w := r.get("worker_sid"), str)})
     with engine.connect() as conn:
         stored = read_stored_versions(conn, workers)
     screened = screen_records(records, stored)
-    normalized = normalize_reservations(screened.pending)
     gone = stored.gone(screened.seen_sids) if complete_workers is not None else []
+    return PreparedBatch(normalize_reservations(screened.pending), screened.unchanged,
+                         screened.returned_sids, gone)
+
+
+def write_batch(engine: Engine, prepared: PreparedBatch, now: datetime | None = None) -> BatchResult:
+    """The database half: upsert, status history, quarantine and deletions in ONE transaction
+    under the writer lock; replayed whole if the database aborts it as a deadlock."""
+    normalized = prepared.rows
 
     def work(conn: Connection) -> BatchResult:
         stamp = now or datetime.now(UTC)
         counts = upsert_reservations(conn, normalized.rows, stamp)
-        counts.unchanged += screened.unchanged
+        counts.unchanged += prepared.unchanged
         result = BatchResult(counts, normalized.rejected)
         result.history_rows = record_status_changes(conn, counts.written_rows, stamp)
         result.quarantined = quarantine(conn, normalized.rejected, stamp)
-        returned = set(screened.returned_sids) | set(counts.returned_sids)
+        returned = set(prepared.returned_sids) | set(counts.returned_sids)
         if returned:
             result.returned_upstream = clear_deleted(conn, returned)
-        if gone:
-            result.deleted_upstream = mark_deleted(conn, gone, stamp)
+        if prepared.gone:
+            result.deleted_upstream = mark_deleted(conn, prepared.gone, stamp)
         return result
 
-    # replayed whole if the database aborts it as a deadlock/serialization failure
-    return run_in_transaction(engine, work, what="reservation batch")
+    started = time.perf_counter()
+    result = run_in_transaction(engine, work, what="reservation batch")
+    result.write_seconds = time.perf_counter() - started
+    return result
+
+
+def load_batch(engine: Engine, records: list[Any], complete_workers: list[str] | None = None,
+               now: datetime | None = None) -> BatchResult:
+    """Screen, normalize and load one batch: upsert, status history, quarantine, and (for
+    ``complete_workers``, whose full reservation lists ``records`` hold) upstream deletions.
+    Pass ``complete_workers=None`` when the reads were filtered or partial."""
+    return write_batch(engine, prepare_batch(engine, records, complete_workers), now)
 
 
 def load_reservations(
@@ -254,6 +288,7 @@ def load_reservations(
     status: str | None = None,
     progress: ProgressCallback | None = None,
     on_rejects: Callable[[list[Rejected]], None] | None = None,
+    writer_mode: str | None = None,
 ) -> SyncFigures:
     """Read every listed worker's reservations and upsert them batch by batch.
 
@@ -278,26 +313,38 @@ def load_reservations(
         figures.history_rows += batch.history_rows
         figures.deleted_upstream += batch.deleted_upstream
         figures.returned_upstream += batch.returned_upstream
+        figures.write_seconds += batch.write_seconds
         if batch.rejected and on_rejects is not None:
             on_rejects(batch.rejected)
         figures.batches += 1
         meter.tick(figures)
 
-    # One loader thread commits batch N while this thread gathers batch N+1 from the readers,
-    # so fetching and loading overlap; batches still commit one at a time, in order, and at
-    # most two are held in memory. Leaving the block waits for the batch being committed.
-    with fewer_collections(), ThreadPoolExecutor(1, thread_name_prefix="loader") as loader:
-        loading: Future[BatchResult] | None = None
-        for ws, worker_sids in workers_by_workspace.items():
-            reads = client.read_reservations(ws, worker_sids, status=status)
-            for records, complete in _batches(reads, batch_rows, figures, meter):
-                if loading is not None:
-                    collect(loading.result())
-                # a ReservationStatus filter reads a subset: it can prove no deletion
-                loading = loader.submit(load_batch, engine, records,
-                                        complete if status is None else None)
-        if loading is not None:
-            collect(loading.result())
+    # A pipeline: the reader threads fetch while this thread screens and normalizes batch N+1
+    # and the writer (pipelines.writer: a thread, or for large syncs a process of its own)
+    # commits batch N with N+1 already queued behind it, so it never waits for this thread.
+    # Batches still commit one at a time, in order. Leaving the block waits for the queue.
+    with fewer_collections(), batch_writer(engine, total, writer_mode) as writer:
+        queued: deque[Future[BatchResult]] = deque()
+        try:
+            for ws, worker_sids in workers_by_workspace.items():
+                reads = client.read_reservations(ws, worker_sids, status=status)
+                for records, complete in _batches(reads, batch_rows, figures, meter):
+                    # a ReservationStatus filter reads a subset: it can prove no deletion
+                    preparing = time.perf_counter()
+                    prepared = prepare_batch(engine, records,
+                                             complete if status is None else None)
+                    figures.prepare_seconds += time.perf_counter() - preparing
+                    del records
+                    while len(queued) >= BATCHES_QUEUED:
+                        collect(queued.popleft().result())
+                    queued.append(writer.submit(prepared))
+                    del prepared
+            while queued:
+                collect(queued.popleft().result())
+        except BaseException:
+            for waiting in queued:  # a failed batch or read: do not start the ones behind it
+                waiting.cancel()
+            raise
     _add_client_figures(figures, client, before)
     figures.seconds = time.monotonic() - started
     meter.tick(figures, force=True)

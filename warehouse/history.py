@@ -18,6 +18,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.schema import reservation_status_history as history
+from warehouse.staging import clear_stage, fill_stage, use_stage
 from warehouse.upsert import naive_utc_text
 
 WRITE_CHUNK = 5000
@@ -46,6 +47,19 @@ def _compiled(dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
     """The driver SQL, and the bind order when the paramstyle is positional."""
     compiled = _insert_if_absent(dialect).compile(dialect=dialect, column_keys=list(COLUMNS))
     return str(compiled), (tuple(compiled.positiontup) if compiled.positional else None)
+
+
+_STAGE = "_history_stage"
+
+
+@lru_cache(maxsize=4)
+def _from_stage_sql(dialect: Dialect) -> str:
+    """The insert-if-absent of every staged row, as one statement (SQLite, warehouse.staging)."""
+    stage = sa.table(_STAGE, *[sa.column(c) for c in COLUMNS])
+    stmt = sqlite.insert(history).from_select(
+        list(COLUMNS), sa.select(*[stage.c[c] for c in COLUMNS]).where(sa.true()))
+    stmt = stmt.on_conflict_do_nothing(index_elements=["sid", "reservation_status", "date_updated"])
+    return str(stmt.compile(dialect=dialect))
 
 
 def _driver_times(stamps: pd.Series, dialect: Dialect) -> list[Any]:
@@ -91,6 +105,11 @@ def record_status_changes(conn: Connection, written: pd.DataFrame | None, now: d
         "seconds_since_created": [int(v) for v in rows["seconds_since_created"].tolist()],
         "observed_at": [stamp] * len(rows),
     }
+    if use_stage(conn, len(rows)):
+        fill_stage(conn, _STAGE, COLUMNS, list(zip(*(data[c] for c in COLUMNS), strict=True)))
+        conn.exec_driver_sql(_from_stage_sql(conn.dialect))
+        clear_stage(conn, _STAGE)
+        return len(rows)
     if order is not None:
         params: list[Any] = list(zip(*(data[c] for c in order), strict=True))
     else:

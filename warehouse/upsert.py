@@ -38,6 +38,7 @@ from warehouse.schema import (
     warehouse_state,
     workers,
 )
+from warehouse.staging import clear_stage, fill_stage, use_stage
 from warehouse.state import read_state, write_state
 
 LOOKUP_CHUNK = 2000
@@ -191,13 +192,15 @@ _STAGE = "_reservations_stage"
 
 
 @lru_cache(maxsize=4)
-def _pg_merge_sql(dialect: Dialect) -> str:
-    """``INSERT INTO reservations SELECT ... FROM <stage> ORDER BY sid ON CONFLICT ... WHERE newer``."""
+def _merge_sql(dialect: Dialect) -> str:
+    """``INSERT INTO reservations SELECT ... FROM <stage> ORDER BY sid ON CONFLICT ... WHERE newer``
+    (PostgreSQL and SQLite; SQLite needs the ``WHERE`` to parse ``ON CONFLICT`` after a SELECT)."""
     stage = sa.table(_STAGE, *[sa.column(c) for c in RESERVATION_COLUMNS])
     updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
-    ins = postgresql.insert(reservations).from_select(
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    ins = insert(reservations).from_select(
         RESERVATION_COLUMNS,
-        sa.select(*[stage.c[c] for c in RESERVATION_COLUMNS]).order_by(stage.c.sid),
+        sa.select(*[stage.c[c] for c in RESERVATION_COLUMNS]).where(sa.true()).order_by(stage.c.sid),
     )
     stmt = ins.on_conflict_do_update(
         index_elements=["sid"],
@@ -221,7 +224,15 @@ def _pg_copy_upsert(conn: Connection, frame: pd.DataFrame) -> None:
                 copy.write_row(row)
     finally:
         cursor.close()
-    conn.exec_driver_sql(_pg_merge_sql(conn.dialect))
+    conn.exec_driver_sql(_merge_sql(conn.dialect))
+
+
+def _sqlite_stage_upsert(conn: Connection, frame: pd.DataFrame) -> None:
+    """The conditional upsert of ``frame`` (sorted by sid) through a TEMP stage (warehouse.staging)."""
+    rows = _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
+    fill_stage(conn, _STAGE, RESERVATION_COLUMNS, rows)
+    conn.exec_driver_sql(_merge_sql(conn.dialect))
+    clear_stage(conn, _STAGE)
 
 
 # -- reading what is stored -----------------------------------------------------------------
@@ -347,6 +358,8 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> 
         if (conn.dialect.name == "postgresql" and PG_COPY_MIN_ROWS is not None
                 and len(to_write) >= PG_COPY_MIN_ROWS):
             _pg_copy_upsert(conn, to_write)
+        elif use_stage(conn, len(to_write)):
+            _sqlite_stage_upsert(conn, to_write)
         else:
             _execute_many(conn, "reservations", to_write, RESERVATION_COLUMNS)
     return counts
