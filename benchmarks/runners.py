@@ -39,6 +39,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+
+
 # -- project ----------------------------------------------------------------------------------
 def project(args: dict[str, Any]) -> dict[str, Any]:
     from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
@@ -73,6 +75,8 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
         "prepare_seconds": round(figures.prepare_seconds, 3),
         "write_seconds": round(figures.write_seconds, 3),
         "summary_seconds": round(seconds - figures.seconds, 3),
+        "writer_process": figures.writer_process,
+        "writer_rss_mb": figures.writer_peak_rss_mb,
     }
 
 
@@ -261,8 +265,13 @@ RUNNERS = {"project": project, "baseline": baseline, "fetch_only": fetch_only, "
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's CPU plus its finished children's (the sync's writer process; the loaders
+    start no other process)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def main() -> None:
@@ -275,7 +284,10 @@ def main() -> None:
     result = RUNNERS[name](json.loads(raw))
     # ceilings that prepare untimed (rows fetched into memory) report the CPU of the timed part
     result["cpu_seconds"] = result.pop("timed_cpu_seconds", round(cpu_seconds() - cpu_before, 3))
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    # the sync's memory is its own plus its writer process's, when it started one (the sum of
+    # both peaks: an upper bound of what they held at once)
+    result["own_rss_mb"] = round(peak_rss_mb(), 1)
+    result["peak_rss_mb"] = round(result["own_rss_mb"] + result.get("writer_rss_mb", 0.0), 1)
     print(json.dumps(result), flush=True)
 
 

@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_ROWS = 10_000
 PROGRESS_EVERY_S = 5.0
 MAX_WORKERS_PER_BATCH = 2000
-BATCHES_QUEUED = 2  # prepared batches handed to the writer and not yet committed  # workers with no reservations still need their deletions checked
+# Prepared batches handed to the writer and not yet committed. A writer process gets a second
+# one queued so it never waits for a pickle; the thread gains nothing from it (measured) and
+# would hold one more batch in memory.
+BATCHES_QUEUED = {"thread": 1, "auto": 2, "process": 2}  # workers with no reservations still need their deletions checked
 
 
 @dataclass
@@ -59,6 +62,8 @@ class SyncFigures:
     batches: int = 0
     prepare_seconds: float = 0.0  # screening and normalizing, on the sync's own thread
     write_seconds: float = 0.0  # write transactions, in the writer thread or process
+    writer_process: bool = False  # batches went to a writer process (pipelines.writer)
+    writer_peak_rss_mb: float = 0.0  # that process's peak resident memory
     pages: int = 0
     requests: int = 0
     retries: int = 0
@@ -335,7 +340,7 @@ def load_reservations(
                                              complete if status is None else None)
                     figures.prepare_seconds += time.perf_counter() - preparing
                     del records
-                    while len(queued) >= BATCHES_QUEUED:
+                    while len(queued) >= BATCHES_QUEUED[writer.mode]:
                         collect(queued.popleft().result())
                     queued.append(writer.submit(prepared))
                     del prepared
@@ -345,6 +350,8 @@ def load_reservations(
             for waiting in queued:  # a failed batch or read: do not start the ones behind it
                 waiting.cancel()
             raise
+    figures.writer_process = writer.process is not None
+    figures.writer_peak_rss_mb = round(writer.process_peak_rss_mb, 1)
     _add_client_figures(figures, client, before)
     figures.seconds = time.monotonic() - started
     meter.tick(figures, force=True)

@@ -9,7 +9,6 @@ trimming after each committed batch hands that memory back. Both are no-ops else
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,9 @@ M_ARENA_MAX = -8
 _libc = None
 if sys.platform.startswith("linux"):
     try:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # glibc's soname, not ctypes.util.find_library (which runs ldconfig in a subprocess);
+        # musl has no libc.so.6 and no malloc_trim: both end in the except
+        _libc = ctypes.CDLL("libc.so.6")
         _libc.malloc_trim  # noqa: B018 - glibc only (musl has no malloc_trim)
     except (OSError, AttributeError):
         _libc = None
