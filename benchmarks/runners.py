@@ -5,6 +5,8 @@ not interpreter start-up), rows, requests, peak_rss_mb and the runner's own figu
 
 - ``project``: the project's real sync path, the functions the Dagster ``reservations`` asset
   calls (real HTTP client, real warehouse code, summary refresh included).
+- ``project_writer_process``: the same with ``SYNC_WRITER=auto`` (pipelines.writer): batches
+  with many rows to write go to a writer process; its memory and CPU are counted in.
 - ``baseline``: what a competent engineer writes in an hour: a sequential requests loop with
   PageSize=1000 following next_page_url, one executemany upsert per page
   (``ON CONFLICT(sid) DO UPDATE ... WHERE excluded.date_updated > reservations.date_updated``).
@@ -58,7 +60,8 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
                           concurrency=args.get("concurrency", 8)) as client:
         listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
         figures = load_reservations(client, engine, listing,
-                                    batch_rows=args.get("batch_rows", 10_000))
+                                    batch_rows=args.get("batch_rows", 10_000),
+                                    writer_mode=args.get("writer_mode"))
         refresh = refresh_changed_days(engine, "UTC")
     seconds = time.perf_counter() - started
     engine.dispose()
@@ -260,7 +263,14 @@ def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "rows": rows, "requests": 0, "timed_cpu_seconds": round(cpu, 3)}
 
 
-RUNNERS = {"project": project, "baseline": baseline, "fetch_only": fetch_only, "load_only": load_only,
+def project_writer_process(args: dict[str, Any]) -> dict[str, Any]:
+    """The project with ``SYNC_WRITER=auto`` (or ``args["writer_mode"]``): heavy batches go to
+    a writer process."""
+    return project({**args, "writer_mode": args.get("writer_mode") or "auto"})
+
+
+RUNNERS = {"project": project, "project_writer_process": project_writer_process,
+           "baseline": baseline, "fetch_only": fetch_only, "load_only": load_only,
            "warehouse_only": warehouse_only}
 
 
@@ -276,7 +286,7 @@ def cpu_seconds() -> float:
 
 def main() -> None:
     name, raw = sys.argv[1], sys.argv[2]
-    if name == "project":  # import before measuring: start-up is not the sync's cost
+    if name.startswith("project"):  # import before measuring: start-up is not the sync's cost
         import pipelines.loading  # noqa: F401
         import warehouse.migrate  # noqa: F401
         import warehouse.summary  # noqa: F401

@@ -156,13 +156,16 @@ def requested_shards(configured: int) -> int:
 
 
 def merge_figures(parts: Iterable[SyncFigures]) -> SyncFigures:
-    """Add up the shards' figures: counters sum, lists concatenate (every field, new ones too)."""
+    """Add up the shards' figures: counters sum, lists concatenate, flags OR (every field, new
+    ones too)."""
     total = SyncFigures()
     for figures in parts:
         for f in fields(SyncFigures):
             mine, theirs = getattr(total, f.name), getattr(figures, f.name)
             if isinstance(mine, list):
                 mine.extend(theirs)
+            elif isinstance(mine, bool):
+                setattr(total, f.name, mine or theirs)
             elif isinstance(mine, int | float) and not isinstance(mine, bool):
                 setattr(total, f.name, mine + theirs)
     return total
@@ -234,7 +237,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             listing = list_workers_by_workspace(client, [p.workspace_sid for p in spec.parts])
             mine = spec.select(listing)
             figures = load_reservations(client, engine, mine, batch_rows=settings.batch_rows,
-                                        progress=context.log.info)
+                                        progress=context.log.info, writer_mode=settings.writer)
         context.log.info(f"{spec.key}: {figures.as_dict()}")
         if figures.workers_failed:
             # not raised here: the summary refresh still runs for everything that loaded, and

@@ -1,4 +1,8 @@
-"""DESIGN.md's upsert rule on SQLite, through the same normalize + upsert path the sync uses."""
+"""DESIGN.md's upsert rule on SQLite, through the same normalize + upsert path the sync uses.
+
+Every test runs twice: through the TEMP-table stage the sync uses on SQLite (warehouse.staging)
+and through the plain ``executemany`` it replaced, which must agree row for row.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from warehouse.engine import create_warehouse_engine
+from warehouse import staging
+from warehouse.engine import create_warehouse_engine, padded_in_list
+from warehouse.history import record_status_changes
 from warehouse.migrate import ensure_schema
 from warehouse.normalize import normalize_reservations
-from warehouse.upsert import upsert_reservations
+from warehouse.upsert import _stored_versions, upsert_reservations
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -31,8 +37,9 @@ def record(status: str, updated: str, sid: str = "WR" + "a" * 32) -> dict:
     }
 
 
-@pytest.fixture
-def engine(sqlite_url):
+@pytest.fixture(params=["staged", "executemany"])
+def engine(request, sqlite_url, monkeypatch):
+    monkeypatch.setattr(staging, "SQLITE_STAGE_MIN_ROWS", 1 if request.param == "staged" else None)
     engine = create_warehouse_engine(sqlite_url)
     ensure_schema(engine)
     yield engine
@@ -103,3 +110,63 @@ def test_a_sid_twice_in_one_batch_keeps_the_newest(engine):
                   record("completed", "2026-11-27T10:03:00Z"))
     assert counts.inserted == 1
     assert stored(engine)[0] == "completed"
+
+
+def _mixed_batches() -> tuple[list[dict], list[dict]]:
+    """5,000 reservations, then a second batch: 1,000 newer, 1,000 older, 500 equal with a
+    later status, 1,500 untouched and 700 new (more rows than one multi-row INSERT holds)."""
+    first = [record("pending", "2026-11-27T10:01:00Z", sid=f"WR{n:032x}") for n in range(5000)]
+    second = []
+    for n in range(1000):
+        second.append(record("accepted", "2026-11-27T10:02:00Z", sid=f"WR{n:032x}"))
+    for n in range(1000, 2000):
+        second.append(record("canceled", "2026-11-27T10:00:00Z", sid=f"WR{n:032x}"))
+    for n in range(2000, 2500):
+        second.append(record("accepted", "2026-11-27T10:01:00Z", sid=f"WR{n:032x}"))
+    second += [record("pending", "2026-11-27T10:01:00Z", sid=f"WR{n:032x}") for n in range(2500, 4000)]
+    second += [record("pending", "2026-11-27T10:03:00Z", sid=f"WR{n:032x}")
+               for n in range(9000, 9700)]
+    return first, second
+
+
+def test_staged_and_executemany_paths_write_the_same_rows_and_history(sqlite_url, tmp_path,
+                                                                     monkeypatch):
+    results = {}
+    for mode, threshold in (("staged", 1), ("executemany", None)):
+        monkeypatch.setattr(staging, "SQLITE_STAGE_MIN_ROWS", threshold)
+        eng = create_warehouse_engine(f"sqlite:///{tmp_path / mode}.db")
+        ensure_schema(eng)
+        counts = []
+        for batch in _mixed_batches():
+            with eng.begin() as conn:
+                got = upsert_reservations(conn, normalize_reservations(batch).rows, NOW)
+                history = record_status_changes(conn, got.written_rows, NOW)
+            counts.append((got.inserted, got.updated, got.unchanged, history))
+        with eng.connect() as conn:
+            rows = conn.execute(sa.text("SELECT * FROM reservations ORDER BY sid")).all()
+            hist = conn.execute(sa.text(
+                "SELECT * FROM reservation_status_history ORDER BY sid, date_updated")).all()
+        results[mode] = (counts, rows, hist)
+        eng.dispose()
+    assert results["staged"][0] == [(5000, 0, 0, 5000), (700, 1500, 2500, 2200)]
+    assert results["staged"] == results["executemany"]
+
+
+def test_stage_chunks_are_powers_of_two_under_the_parameter_limit():
+    for rows in (0, 1, 283, 284, 2500, 10_000):
+        sizes = staging.chunk_sizes(rows, 14)
+        assert sum(sizes) == rows
+        assert all(size & (size - 1) == 0 and size * 14 <= staging.MAX_PARAMETERS for size in sizes)
+    # a sync meets a handful of statement shapes, whatever its batch sizes
+    shapes = {size for rows in range(1, 3000) for size in staging.chunk_sizes(rows, 14)}
+    assert len(shapes) <= 9
+
+
+def test_padded_in_lists_find_the_same_rows(engine):
+    load(engine, *[record("pending", "2026-11-27T10:01:00Z", sid=f"WR{n:032x}") for n in range(5)])
+    assert padded_in_list([]) == ()
+    assert padded_in_list(["a", "b", "c"]) == ("a", "b", "c", "c")
+    assert len(padded_in_list(list(range(1025)))) == 2048
+    with engine.connect() as conn:
+        found = _stored_versions(conn, [f"WR{n:032x}" for n in (0, 2, 4)] + ["WR-missing"])
+    assert sorted(found["sid"]) == [f"WR{n:032x}" for n in (0, 2, 4)]

@@ -22,10 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
-from warehouse.engine import in_list_sql
+from warehouse.engine import in_list_sql, padded_in_list
 from warehouse.schema import reservations
 
-WORKER_CHUNK = 500
+WORKER_CHUNK = 512  # a power of two: chunks are padded to one (engine.padded_in_list)
 _c = reservations.c
 
 
@@ -79,7 +79,8 @@ def read_stored_versions(conn: Connection, worker_sids: Sequence[str]) -> Stored
         chunk = workers[start : start + WORKER_CHUNK]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(_stored_versions_sql(conn.dialect, len(chunk)), tuple(chunk))
+            values = padded_in_list(chunk)
+            cursor.execute(_stored_versions_sql(conn.dialect, len(values)), values)
             stored.rows.extend(cursor.fetchall())
         finally:
             cursor.close()

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
-from warehouse.engine import in_list_sql
+from warehouse.engine import in_list_sql, padded_in_list
 from warehouse.schema import (
     RESERVATION_COLUMNS,
     WORKER_COLUMNS,
@@ -41,7 +41,7 @@ from warehouse.schema import (
 from warehouse.staging import clear_stage, fill_stage, use_stage
 from warehouse.state import read_state, write_state
 
-LOOKUP_CHUNK = 2000
+LOOKUP_CHUNK = 2048  # a power of two: chunks are padded to one (engine.padded_in_list)
 WRITE_CHUNK = 5000
 
 
@@ -193,15 +193,17 @@ _STAGE = "_reservations_stage"
 
 @lru_cache(maxsize=4)
 def _merge_sql(dialect: Dialect) -> str:
-    """``INSERT INTO reservations SELECT ... FROM <stage> ORDER BY sid ON CONFLICT ... WHERE newer``
-    (PostgreSQL and SQLite; SQLite needs the ``WHERE`` to parse ``ON CONFLICT`` after a SELECT)."""
+    """``INSERT INTO reservations SELECT ... FROM <stage> [ORDER BY sid] ON CONFLICT ... WHERE
+    newer`` (PostgreSQL and SQLite; SQLite needs the ``WHERE`` to parse ``ON CONFLICT`` after a
+    SELECT)."""
     stage = sa.table(_STAGE, *[sa.column(c) for c in RESERVATION_COLUMNS])
     updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
-    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    ins = insert(reservations).from_select(
-        RESERVATION_COLUMNS,
-        sa.select(*[stage.c[c] for c in RESERVATION_COLUMNS]).where(sa.true()).order_by(stage.c.sid),
-    )
+    select = sa.select(*[stage.c[c] for c in RESERVATION_COLUMNS]).where(sa.true())
+    if dialect.name == "postgresql":  # row locks in sid order: concurrent writers cannot deadlock
+        ins = postgresql.insert(reservations).from_select(RESERVATION_COLUMNS,
+                                                          select.order_by(stage.c.sid))
+    else:  # SQLite locks the whole database: no order to keep, so no sorter to pay for
+        ins = sqlite.insert(reservations).from_select(RESERVATION_COLUMNS, select)
     stmt = ins.on_conflict_do_update(
         index_elements=["sid"],
         set_={c: ins.excluded[c] for c in updatable},
@@ -256,7 +258,8 @@ def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
     columns: list[list[Any]] = [[] for _ in _STORED_COLUMNS]
     for start in range(0, len(sids), LOOKUP_CHUNK):
         chunk = sids[start : start + LOOKUP_CHUNK]
-        rows = conn.exec_driver_sql(_lookup_sql(conn.dialect, len(chunk)), tuple(chunk)).tuples()
+        values = padded_in_list(chunk)
+        rows = conn.exec_driver_sql(_lookup_sql(conn.dialect, len(values)), values).tuples()
         # columns straight from the tuples: DataFrame(rows) walks Row objects far more slowly
         for target, values in zip(columns, zip(*rows, strict=True), strict=False):
             target.extend(values)
