@@ -92,14 +92,13 @@ class Databases:
 
 def measure_shape(workers: int, reservations: int, latency: float, database: str, reps: int,
                   dbs: Databases, scenarios: list[str], concurrency: int,
-                  loaders: list[str], writer_mode: str = "auto") -> list[dict[str, Any]]:
+                  loaders: list[str]) -> list[dict[str, Any]]:
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with emulator(workers, reservations, latency) as info:
         common = {"base_url": info["base_url"], "account_sid": info["account_sid"],
                   "auth_token": info["auth_token"], "concurrency": concurrency}
         for rep in range(reps):
-            for loader in [x for x in ("project", "project_writer_process", "baseline")
-                           if x in loaders]:
+            for loader in [x for x in ("project", "baseline") if x in loaders]:
                 control(info, "reset")
                 control(info, "prewarm")
                 url = dbs.fresh(database)
@@ -110,10 +109,9 @@ def measure_shape(workers: int, reservations: int, latency: float, database: str
                         control(info, "prewarm")
                     if scenario not in scenarios:
                         continue
-                    variant = {"writer_mode": writer_mode} if loader == "project_writer_process" else {}
-                    result = run_runner(loader, {**args, **variant})
+                    result = run_runner(loader, args)
                     samples.setdefault((loader, scenario), []).append(result)
-                    print(f"  rep {rep + 1} {loader:22s} {scenario:7s} {result['seconds']:7.2f}s "
+                    print(f"  rep {rep + 1} {loader:8s} {scenario:7s} {result['seconds']:7.2f}s "
                           f"cpu {result['cpu_seconds']:6.2f}s "
                           f"{result['rows']:>9,} rows  rss {result['peak_rss_mb']:.0f} MB", flush=True)
             control(info, "reset")
@@ -152,7 +150,10 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
             "written": int(_median(results, "written")) if "written" in results[0] else None,
             "all_seconds": [round(r["seconds"], 3) for r in results],
         }
-        if loader.startswith("project"):
+        for key in ("load_seconds", "prepare_seconds", "write_seconds", "summary_seconds"):
+            if key in results[0]:
+                row[key] = round(_median(results, key), 3)
+        if loader == "project":
             base = samples.get(("baseline", scenario))
             if base:
                 row["speedup_vs_baseline"] = round(_median(base, "seconds") / seconds, 2)
@@ -225,11 +226,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default="full,noop,advance")
     p.add_argument("--repetitions", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--loaders", default="project,project_writer_process,baseline,fetch_only,"
-                                        "load_only,warehouse_only",
+    p.add_argument("--loaders", default="project,baseline,fetch_only,load_only,warehouse_only",
                    help="which loaders to run (e.g. skip the slow baseline at 1.5M rows)")
-    p.add_argument("--writer-mode", default="auto",
-                   help="SYNC_WRITER of the project_writer_process loader (auto or process)")
     p.add_argument("--quick", action="store_true", help="tiny shape, one repetition (smoke test)")
     p.add_argument("--extras", default="", help=f"also run: {','.join(EXTRA_MODULES)} (or 'all')")
     p.add_argument("--output", default=str(RESULTS / "latest"), help="path stem for .json and .md")
@@ -241,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.quick:
         args.shapes, args.latencies, args.repetitions = "20x30", "0", 1
-        args.writer_mode = "process"  # too small for auto to start one: force it
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",") if s]
     latencies = [float(x) for x in args.latencies.split(",") if x]
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
                     rows += measure_shape(workers, reservations, latency, database,
                                           args.repetitions, dbs, scenarios, args.concurrency,
-                                          args.loaders.split(","), args.writer_mode)
+                                          args.loaders.split(","))
     finally:
         dbs.cleanup()
     sections = [f"Machine: {machine()}; {args.repetitions} repetition(s), medians.\n", markdown(rows)]

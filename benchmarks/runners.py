@@ -5,8 +5,6 @@ not interpreter start-up), rows, requests, peak_rss_mb and the runner's own figu
 
 - ``project``: the project's real sync path, the functions the Dagster ``reservations`` asset
   calls (real HTTP client, real warehouse code, summary refresh included).
-- ``project_writer_process``: the same with ``SYNC_WRITER=auto`` (pipelines.writer): batches
-  with many rows to write go to a writer process; its memory and CPU are counted in.
 - ``baseline``: what a competent engineer writes in an hour: a sequential requests loop with
   PageSize=1000 following next_page_url, one executemany upsert per page
   (``ON CONFLICT(sid) DO UPDATE ... WHERE excluded.date_updated > reservations.date_updated``).
@@ -60,8 +58,7 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
                           concurrency=args.get("concurrency", 8)) as client:
         listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
         figures = load_reservations(client, engine, listing,
-                                    batch_rows=args.get("batch_rows", 10_000),
-                                    writer_mode=args.get("writer_mode"))
+                                    batch_rows=args.get("batch_rows", 10_000))
         refresh = refresh_changed_days(engine, "UTC")
     seconds = time.perf_counter() - started
     engine.dispose()
@@ -78,8 +75,6 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
         "prepare_seconds": round(figures.prepare_seconds, 3),
         "write_seconds": round(figures.write_seconds, 3),
         "summary_seconds": round(seconds - figures.seconds, 3),
-        "writer_process": figures.writer_process,
-        "writer_rss_mb": figures.writer_peak_rss_mb,
     }
 
 
@@ -263,30 +258,18 @@ def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "rows": rows, "requests": 0, "timed_cpu_seconds": round(cpu, 3)}
 
 
-def project_writer_process(args: dict[str, Any]) -> dict[str, Any]:
-    """The project with ``SYNC_WRITER=auto`` (or ``args["writer_mode"]``): heavy batches go to
-    a writer process."""
-    return project({**args, "writer_mode": args.get("writer_mode") or "auto"})
-
-
-RUNNERS = {"project": project, "project_writer_process": project_writer_process,
-           "baseline": baseline, "fetch_only": fetch_only, "load_only": load_only,
+RUNNERS = {"project": project, "baseline": baseline, "fetch_only": fetch_only, "load_only": load_only,
            "warehouse_only": warehouse_only}
 
 
 def cpu_seconds() -> float:
-    """This process's CPU plus its finished children's (the sync's writer process; the loaders
-    start no other process)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
     name, raw = sys.argv[1], sys.argv[2]
-    if name.startswith("project"):  # import before measuring: start-up is not the sync's cost
+    if name == "project":  # import before measuring: start-up is not the sync's cost
         import pipelines.loading  # noqa: F401
         import warehouse.migrate  # noqa: F401
         import warehouse.summary  # noqa: F401
@@ -294,10 +277,7 @@ def main() -> None:
     result = RUNNERS[name](json.loads(raw))
     # ceilings that prepare untimed (rows fetched into memory) report the CPU of the timed part
     result["cpu_seconds"] = result.pop("timed_cpu_seconds", round(cpu_seconds() - cpu_before, 3))
-    # the sync's memory is its own plus its writer process's, when it started one (the sum of
-    # both peaks: an upper bound of what they held at once)
-    result["own_rss_mb"] = round(peak_rss_mb(), 1)
-    result["peak_rss_mb"] = round(result["own_rss_mb"] + result.get("writer_rss_mb", 0.0), 1)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(result), flush=True)
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipelines.memory import fewer_collections, limit_malloc_arenas, release_free_memory
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
-from pipelines.writer import batch_writer
 from warehouse.deletions import clear_deleted, mark_deleted, mark_missing_workers
 from warehouse.engine import run_in_transaction
 from warehouse.history import record_status_changes
@@ -34,11 +32,7 @@ from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_ROWS = 10_000
 PROGRESS_EVERY_S = 5.0
-MAX_WORKERS_PER_BATCH = 2000
-# Prepared batches handed to the writer and not yet committed. A writer process gets a second
-# one queued so it never waits for a pickle; the thread gains nothing from it (measured) and
-# would hold one more batch in memory.
-BATCHES_QUEUED = {"thread": 1, "auto": 2, "process": 2}  # workers with no reservations still need their deletions checked
+MAX_WORKERS_PER_BATCH = 2000  # workers with no reservations still need their deletions checked
 
 
 @dataclass
@@ -61,9 +55,7 @@ class SyncFigures:
     returned_upstream: int = 0  # marked reservations TaskRouter returned again (mark cleared)
     batches: int = 0
     prepare_seconds: float = 0.0  # screening and normalizing, on the sync's own thread
-    write_seconds: float = 0.0  # write transactions, in the writer thread or process
-    writer_process: bool = False  # batches went to a writer process (pipelines.writer)
-    writer_peak_rss_mb: float = 0.0  # that process's peak resident memory
+    write_seconds: float = 0.0  # write transactions, on the writer thread
     pages: int = 0
     requests: int = 0
     retries: int = 0
@@ -293,7 +285,6 @@ def load_reservations(
     status: str | None = None,
     progress: ProgressCallback | None = None,
     on_rejects: Callable[[list[Rejected]], None] | None = None,
-    writer_mode: str | None = None,
 ) -> SyncFigures:
     """Read every listed worker's reservations and upsert them batch by batch.
 
@@ -325,33 +316,26 @@ def load_reservations(
         meter.tick(figures)
 
     # A pipeline: the reader threads fetch while this thread screens and normalizes batch N+1
-    # and the writer (pipelines.writer: a thread, or for large syncs a process of its own)
-    # commits batch N with N+1 already queued behind it, so it never waits for this thread.
-    # Batches still commit one at a time, in order. Leaving the block waits for the queue.
-    with fewer_collections(), batch_writer(engine, total, writer_mode) as writer:
-        queued: deque[Future[BatchResult]] = deque()
-        try:
-            for ws, worker_sids in workers_by_workspace.items():
-                reads = client.read_reservations(ws, worker_sids, status=status)
-                for records, complete in _batches(reads, batch_rows, figures, meter):
-                    # a ReservationStatus filter reads a subset: it can prove no deletion
-                    preparing = time.perf_counter()
-                    prepared = prepare_batch(engine, records,
-                                             complete if status is None else None)
-                    figures.prepare_seconds += time.perf_counter() - preparing
-                    del records
-                    while len(queued) >= BATCHES_QUEUED[writer.mode]:
-                        collect(queued.popleft().result())
-                    queued.append(writer.submit(prepared))
-                    del prepared
-            while queued:
-                collect(queued.popleft().result())
-        except BaseException:
-            for waiting in queued:  # a failed batch or read: do not start the ones behind it
-                waiting.cancel()
-            raise
-    figures.writer_process = writer.process is not None
-    figures.writer_peak_rss_mb = round(writer.process_peak_rss_mb, 1)
+    # and one writer thread commits batch N (mostly SQL, run without the GIL where the driver
+    # allows: warehouse.staging). Batches commit one at a time, in order; a second batch queued
+    # behind the writer bought no speed (measured) and would hold one more batch in memory.
+    # Leaving the block waits for the batch being committed.
+    with fewer_collections(), ThreadPoolExecutor(1, thread_name_prefix="writer") as writer:
+        writing: Future[BatchResult] | None = None
+        for ws, worker_sids in workers_by_workspace.items():
+            reads = client.read_reservations(ws, worker_sids, status=status)
+            for records, complete in _batches(reads, batch_rows, figures, meter):
+                # a ReservationStatus filter reads a subset: it can prove no deletion
+                preparing = time.perf_counter()
+                prepared = prepare_batch(engine, records, complete if status is None else None)
+                figures.prepare_seconds += time.perf_counter() - preparing
+                del records
+                if writing is not None:
+                    collect(writing.result())
+                writing = writer.submit(write_batch, engine, prepared)
+                del prepared
+        if writing is not None:
+            collect(writing.result())
     _add_client_figures(figures, client, before)
     figures.seconds = time.monotonic() - started
     meter.tick(figures, force=True)

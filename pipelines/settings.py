@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import date
 
 from pipelines.taskrouter.client import DEFAULT_BASE_URL
-from pipelines.writer import writer_mode
 
 
 def _float(name: str, default: float | None) -> float | None:
@@ -46,7 +45,6 @@ class Settings:
     read_timeout_s: float
     max_attempts: int
     batch_rows: int
-    writer: str
     sync_cron: str
     auto_migrate: bool
     freshness_minutes: float
@@ -67,7 +65,6 @@ def load_settings() -> Settings:
         read_timeout_s=float(_float("TASKROUTER_READ_TIMEOUT_S", 30.0) or 30.0),
         max_attempts=_int("TASKROUTER_MAX_ATTEMPTS", 6),
         batch_rows=_int("SYNC_BATCH_ROWS", 10_000),
-        writer=writer_mode(),  # fails at load, naming SYNC_WRITER, on an unknown value
         sync_cron=_text("SYNC_CRON", "*/5 * * * *"),
         auto_migrate=_text("WAREHOUSE_AUTO_MIGRATE", "1") not in ("0", "false", "no"),
         freshness_minutes=float(_float("FRESHNESS_MAX_AGE_MINUTES", 30.0) or 30.0),

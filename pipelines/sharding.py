@@ -237,7 +237,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             listing = list_workers_by_workspace(client, [p.workspace_sid for p in spec.parts])
             mine = spec.select(listing)
             figures = load_reservations(client, engine, mine, batch_rows=settings.batch_rows,
-                                        progress=context.log.info, writer_mode=settings.writer)
+                                        progress=context.log.info)
         context.log.info(f"{spec.key}: {figures.as_dict()}")
         if figures.workers_failed:
             # not raised here: the summary refresh still runs for everything that loaded, and

@@ -73,31 +73,9 @@ def _count(engine: sa.Engine) -> tuple[int, int]:
         return 0, 0  # the schema is not there yet
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-@pytest.mark.parametrize(("database", "writer"), [("sqlite_url", "thread"),
-                                                  ("postgres_url", "thread"),
-                                                  ("sqlite_url", "process")])
+@pytest.mark.parametrize("database", ["sqlite_url", "postgres_url"])
 def test_sigkill_mid_load_then_rerun_converges_to_the_truth(
-    database, writer, request, emulator_process, tmp_path: Path, monkeypatch
+    database, request, emulator_process, tmp_path: Path, monkeypatch
 ):
     url = request.getfixturevalue(database)
     emu = emulator_process
@@ -108,7 +86,6 @@ def test_sigkill_mid_load_then_rerun_converges_to_the_truth(
         "TWILIO_AUTH_TOKEN": emu["auth_token"],
         "WAREHOUSE_URL": url,
         "DAGSTER_HOME": str(tmp_path / "dh"),
-        "SYNC_WRITER": writer,
     }
     (tmp_path / "dh").mkdir()
     truth = requests.get(f"{emu['base_url']}/_emulator/truth",
@@ -125,8 +102,6 @@ def test_sigkill_mid_load_then_rerun_converges_to_the_truth(
         while _count(engine)[0] < 90 and sync.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert sync.poll() is None, "the sync ended before it could be killed"
-        helpers = _children(sync.pid)  # the writer process (and spawn's resource tracker)
-        assert (len(helpers) > 0) == (writer == "process")
         os.kill(sync.pid, signal.SIGKILL)
         sync.wait(timeout=30)
     finally:
@@ -134,10 +109,6 @@ def test_sigkill_mid_load_then_rerun_converges_to_the_truth(
             sync.kill()
             sync.wait()
     assert sync.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 30
-    while any(map(_alive, helpers)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(map(_alive, helpers)), "a writer process outlived its killed sync"
     loaded, distinct = _count(engine)
     assert 90 <= loaded < total and loaded == distinct, "killed part-way, nothing duplicated"
 
