@@ -22,10 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
-from warehouse.engine import in_list_sql, padded_in_list
+from warehouse.engine import in_list_params, in_list_sql
 from warehouse.schema import reservations
 
-WORKER_CHUNK = 512  # a power of two: chunks are padded to one (engine.padded_in_list)
+WORKER_CHUNK = 512  # a power of two: chunks are padded to one (engine.in_list_params)
 _c = reservations.c
 
 
@@ -79,8 +79,8 @@ def read_stored_versions(conn: Connection, worker_sids: Sequence[str]) -> Stored
         chunk = workers[start : start + WORKER_CHUNK]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            values = padded_in_list(chunk)
-            cursor.execute(_stored_versions_sql(conn.dialect, len(values)), values)
+            size, params = in_list_params(chunk, conn.dialect)
+            cursor.execute(_stored_versions_sql(conn.dialect, size), params)
             stored.rows.extend(cursor.fetchall())
         finally:
             cursor.close()

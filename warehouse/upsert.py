@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
-from warehouse.engine import in_list_sql, padded_in_list
+from warehouse.engine import in_list_params, in_list_sql
 from warehouse.schema import (
     RESERVATION_COLUMNS,
     WORKER_COLUMNS,
@@ -41,7 +41,7 @@ from warehouse.schema import (
 from warehouse.staging import clear_stage, fill_stage, use_stage
 from warehouse.state import read_state, write_state
 
-LOOKUP_CHUNK = 2048  # a power of two: chunks are padded to one (engine.padded_in_list)
+LOOKUP_CHUNK = 2048  # a power of two: chunks are padded to one (engine.in_list_params)
 WRITE_CHUNK = 5000
 
 
@@ -258,8 +258,8 @@ def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
     columns: list[list[Any]] = [[] for _ in _STORED_COLUMNS]
     for start in range(0, len(sids), LOOKUP_CHUNK):
         chunk = sids[start : start + LOOKUP_CHUNK]
-        values = padded_in_list(chunk)
-        rows = conn.exec_driver_sql(_lookup_sql(conn.dialect, len(values)), values).tuples()
+        size, params = in_list_params(chunk, conn.dialect)
+        rows = conn.exec_driver_sql(_lookup_sql(conn.dialect, size), params).tuples()
         # columns straight from the tuples: DataFrame(rows) walks Row objects far more slowly
         for target, values in zip(columns, zip(*rows, strict=True), strict=False):
             target.extend(values)
