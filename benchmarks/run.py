@@ -150,7 +150,8 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
             "written": int(_median(results, "written")) if "written" in results[0] else None,
             "all_seconds": [round(r["seconds"], 3) for r in results],
         }
-        for key in ("load_seconds", "prepare_seconds", "write_seconds", "summary_seconds"):
+        for key in ("list_seconds", "load_seconds", "prepare_seconds", "write_seconds",
+                    "summary_seconds"):
             if key in results[0]:
                 row[key] = round(_median(results, key), 3)
         if loader == "project":
