@@ -39,8 +39,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-
-
 # -- project ----------------------------------------------------------------------------------
 def project(args: dict[str, Any]) -> dict[str, Any]:
     from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces

@@ -156,16 +156,13 @@ def requested_shards(configured: int) -> int:
 
 
 def merge_figures(parts: Iterable[SyncFigures]) -> SyncFigures:
-    """Add up the shards' figures: counters sum, lists concatenate, flags OR (every field, new
-    ones too)."""
+    """Add up the shards' figures: counters sum, lists concatenate (every field, new ones too)."""
     total = SyncFigures()
     for figures in parts:
         for f in fields(SyncFigures):
             mine, theirs = getattr(total, f.name), getattr(figures, f.name)
             if isinstance(mine, list):
                 mine.extend(theirs)
-            elif isinstance(mine, bool):
-                setattr(total, f.name, mine or theirs)
             elif isinstance(mine, int | float) and not isinstance(mine, bool):
                 setattr(total, f.name, mine + theirs)
     return total

@@ -39,7 +39,7 @@ def record(status: str, updated: str, sid: str = "WR" + "a" * 32) -> dict:
 
 @pytest.fixture(params=["staged", "executemany"])
 def engine(request, sqlite_url, monkeypatch):
-    monkeypatch.setattr(staging, "SQLITE_STAGE_MIN_ROWS", 1 if request.param == "staged" else None)
+    monkeypatch.setattr(staging, "STAGE_ON_SQLITE", request.param == "staged")
     engine = create_warehouse_engine(sqlite_url)
     ensure_schema(engine)
     yield engine
@@ -132,8 +132,8 @@ def _mixed_batches() -> tuple[list[dict], list[dict]]:
 def test_staged_and_executemany_paths_write_the_same_rows_and_history(sqlite_url, tmp_path,
                                                                      monkeypatch):
     results = {}
-    for mode, threshold in (("staged", 1), ("executemany", None)):
-        monkeypatch.setattr(staging, "SQLITE_STAGE_MIN_ROWS", threshold)
+    for mode, on in (("staged", True), ("executemany", False)):
+        monkeypatch.setattr(staging, "STAGE_ON_SQLITE", on)
         eng = create_warehouse_engine(f"sqlite:///{tmp_path / mode}.db")
         ensure_schema(eng)
         counts = []

@@ -134,8 +134,8 @@ def in_list_sql(query: sa.Select, column: sa.Column, size: int, dialect: sa.Dial
 
     For hot lookups run on the driver directly: SQLAlchemy's expanding IN costs a few
     microseconds per value, most of a lookup's time on a million-row sync. PostgreSQL parses
-    and plans a 2,000-placeholder IN list on every execution (~20 ms, measured: a second per
-    100k-row load); one array parameter is one small statement.
+    and plans a 2,000-placeholder IN list on every execution (measured on a 100k-row load: the
+    lookups took 0.99 s that way, 0.56 s with one array parameter).
     """
     target = f"{column.table.name}.{column.name}"  # type: ignore[attr-defined]
     if dialect.name == "postgresql":

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.schema import reservation_status_history as history
-from warehouse.staging import clear_stage, fill_stage, use_stage
+from warehouse.staging import staged, use_stage
 from warehouse.upsert import naive_utc_text
 
 WRITE_CHUNK = 5000
@@ -51,7 +51,8 @@ def _compiled(dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
 
 _STAGE = "_history_stage"
 # PostgreSQL: the batch's history as five array parameters, unnested by the server into one
-# insert-if-absent (measured on a 100k-row load: 1.2 s of executemany became ~0.3 s).
+# insert-if-absent (measured on a 100k-row load: the history's client CPU 0.87 -> 0.59 s; its
+# wall time, bound by the server's index upkeep, stayed ~1.2 s).
 _PG_UNNEST = (
     f"INSERT INTO {history.name} ({', '.join(COLUMNS)}) "
     "SELECT u.*, %s::timestamptz FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[], "
@@ -116,10 +117,9 @@ def record_status_changes(conn: Connection, written: pd.DataFrame | None, now: d
     if conn.dialect.name == "postgresql":  # one statement: the columns as arrays
         conn.exec_driver_sql(_PG_UNNEST, (stamp, *(data[c] for c in COLUMNS[:-1])))
         return len(rows)
-    if use_stage(conn, len(rows)):
-        fill_stage(conn, _STAGE, COLUMNS, list(zip(*(data[c] for c in COLUMNS), strict=True)))
-        conn.exec_driver_sql(_from_stage_sql(conn.dialect))
-        clear_stage(conn, _STAGE)
+    if use_stage(conn):
+        with staged(conn, _STAGE, COLUMNS, list(zip(*(data[c] for c in COLUMNS), strict=True))):
+            conn.exec_driver_sql(_from_stage_sql(conn.dialect))
         return len(rows)
     if order is not None:
         params: list[Any] = list(zip(*(data[c] for c in order), strict=True))

@@ -4,8 +4,8 @@ Why: ``executemany`` runs one ``sqlite3_step`` per row, and Python's ``sqlite3``
 up and takes it back around every step; each take-back waits while another thread (the sync's
 readers) holds the GIL. Against a table with a primary key, three covering indexes and a
 history table that is 200k waits per 100k reservations (measured: the write thread lost 1.2 s
-of 3.9 s to them). Filling an index-free in-memory TEMP table with multi-row INSERTs takes a few
-steps per batch, and the expensive part, B-tree upkeep of every index, then runs as one
+of 3.9 s to them). Filling an index-free TEMP table with multi-row INSERTs takes a few steps per
+batch, and the expensive part, B-tree upkeep of every index, then runs as one
 ``INSERT ... SELECT`` step, in C, without the GIL. The statement that reads the stage carries
 the same conditional upsert guard as the ``executemany`` it replaces, so the semantics do not
 change (``tests/test_upsert_semantics.py`` runs both).
@@ -13,16 +13,17 @@ change (``tests/test_upsert_semantics.py`` runs both).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-# Every SQLite batch is staged (one code path, whatever the size); None turns staging off, for
-# comparing the two in one run (benchmarks/warehouse_history.py).
-SQLITE_STAGE_MIN_ROWS: int | None = 1
+# Every SQLite batch is staged (one code path, whatever the size); False falls back to the
+# plain executemany, which the tests compare it with.
+STAGE_ON_SQLITE = True
 # Bound parameters per multi-row INSERT into the stage (SQLite allows 32,766): one statement,
 # so one GIL hand-back, per ~280 reservations. Chunk sizes are powers of two, so a connection's
 # statement cache holds a few shapes per stage instead of one prepared statement for every
@@ -31,23 +32,29 @@ SQLITE_STAGE_MIN_ROWS: int | None = 1
 MAX_PARAMETERS = 4_000
 
 
-def use_stage(conn: Connection, rows: int) -> bool:
-    return (conn.dialect.name == "sqlite" and SQLITE_STAGE_MIN_ROWS is not None
-            and rows >= SQLITE_STAGE_MIN_ROWS)
+def use_stage(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite" and STAGE_ON_SQLITE
 
 
-def fill_stage(conn: Connection, name: str, columns: Sequence[str], rows: Sequence[Any]) -> None:
-    """Empty TEMP table ``name`` (created on the connection's first use) and insert ``rows``
-    (positional tuples in ``columns`` order) with multi-row INSERTs: a few statements per batch,
-    so a few GIL hand-backs, instead of one per row. Untyped columns keep the values as bound."""
+@contextmanager
+def staged(conn: Connection, name: str, columns: Sequence[str], rows: Sequence[Any]) -> Iterator[None]:
+    """``rows`` (positional tuples in ``columns`` order) in TEMP table ``name`` for the block,
+    which reads them with one statement; emptied after it.
+
+    The table is created on the connection's first use, with untyped columns that keep the
+    values as bound; it is filled with multi-row INSERTs: a few statements per batch, so a few
+    GIL hand-backs, instead of one per row. Its rows are part of the caller's transaction, so a
+    failed batch leaves the stage empty too.
+    """
     conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({', '.join(columns)})")
-    conn.exec_driver_sql(f"DELETE FROM temp.{name}")
     start = 0
     for size in chunk_sizes(len(rows), len(columns)):
         chunk = rows[start : start + size]
         conn.exec_driver_sql(_multi_row_insert(name, tuple(columns), size),
                              tuple(chain.from_iterable(chunk)))
         start += size
+    yield
+    conn.exec_driver_sql(f"DELETE FROM temp.{name}")
 
 
 def chunk_sizes(rows: int, columns: int) -> list[int]:
@@ -65,7 +72,3 @@ def _multi_row_insert(name: str, columns: tuple[str, ...], rows: int) -> str:
     one = "(" + ", ".join("?" * len(columns)) + ")"
     return f"INSERT INTO temp.{name} ({', '.join(columns)}) VALUES {', '.join([one] * rows)}"
 
-
-def clear_stage(conn: Connection, name: str) -> None:
-    """Free the stage's memory now rather than at the next batch."""
-    conn.exec_driver_sql(f"DELETE FROM temp.{name}")

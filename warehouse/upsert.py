@@ -38,7 +38,7 @@ from warehouse.schema import (
     warehouse_state,
     workers,
 )
-from warehouse.staging import clear_stage, fill_stage, use_stage
+from warehouse.staging import staged, use_stage
 from warehouse.state import read_state, write_state
 
 LOOKUP_CHUNK = 2048  # a power of two: chunks are padded to one (engine.in_list_params)
@@ -232,9 +232,8 @@ def _pg_copy_upsert(conn: Connection, frame: pd.DataFrame) -> None:
 def _sqlite_stage_upsert(conn: Connection, frame: pd.DataFrame) -> None:
     """The conditional upsert of ``frame`` (sorted by sid) through a TEMP stage (warehouse.staging)."""
     rows = _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
-    fill_stage(conn, _STAGE, RESERVATION_COLUMNS, rows)
-    conn.exec_driver_sql(_merge_sql(conn.dialect))
-    clear_stage(conn, _STAGE)
+    with staged(conn, _STAGE, RESERVATION_COLUMNS, rows):
+        conn.exec_driver_sql(_merge_sql(conn.dialect))
 
 
 # -- reading what is stored -----------------------------------------------------------------
@@ -361,7 +360,7 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> 
         if (conn.dialect.name == "postgresql" and PG_COPY_MIN_ROWS is not None
                 and len(to_write) >= PG_COPY_MIN_ROWS):
             _pg_copy_upsert(conn, to_write)
-        elif use_stage(conn, len(to_write)):
+        elif use_stage(conn):
             _sqlite_stage_upsert(conn, to_write)
         else:
             _execute_many(conn, "reservations", to_write, RESERVATION_COLUMNS)
