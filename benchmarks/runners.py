@@ -13,8 +13,9 @@ not interpreter start-up), rows, requests, peak_rss_mb and the runner's own figu
 - ``load_only``: the ceiling for the database: all rows already in memory as tuples, one
   executemany of the baseline's upsert.
 - ``warehouse_only`` (diagnostic): the project's warehouse side alone, records already in
-  memory: the same batches (``load_batch``: screen, normalize, upsert, history, deletions) into
-  the project's schema, then the summary refresh. A full sync cannot beat the larger of this
+  memory: the same batches (``prepare_batch`` then ``write_batch``: screen, normalize, upsert,
+  history, deletions; a first load defers its indexes as the sync does) into the project's
+  schema, then the summary refresh. A full sync cannot beat the larger of this
   and fetch-only; compared with ``load_only`` it prices the schema and the bookkeeping.
 """
 
@@ -44,10 +45,14 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
     from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
     from pipelines.taskrouter import TaskRouterClient
     from pipelines.taskrouter.credentials import choose_credentials
+    from warehouse import initial_load
     from warehouse.engine import create_warehouse_engine
     from warehouse.migrate import ensure_schema
     from warehouse.summary import refresh_changed_days
 
+    # {"defer_indexes": false}: a first load keeps its indexes up to date row by row
+    # (the A/B of warehouse.initial_load)
+    initial_load.DEFER_ON_FIRST_LOAD = args.get("defer_indexes", True)
     engine = create_warehouse_engine(args["warehouse_url"])
     ensure_schema(engine)
     credentials = choose_credentials(args["account_sid"], args["auth_token"])
@@ -76,6 +81,7 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
         "load_seconds": round(figures.seconds, 3),
         "prepare_seconds": round(figures.prepare_seconds, 3),
         "write_seconds": round(figures.write_seconds, 3),
+        "index_build_seconds": round(figures.index_build_seconds, 3),
         "summary_seconds": round(ended - refreshing, 3),
     }
 
@@ -226,9 +232,10 @@ def load_only(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.loading import DEFAULT_BATCH_ROWS, load_batch
+    from pipelines.loading import DEFAULT_BATCH_ROWS, prepare_batch, write_batch
     from pipelines.memory import fewer_collections
     from warehouse.engine import create_warehouse_engine
+    from warehouse.initial_load import indexes_deferred_if_first_load
     from warehouse.migrate import ensure_schema
     from warehouse.summary import refresh_changed_days
 
@@ -250,9 +257,11 @@ def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
     ensure_schema(engine)
     cpu_before = cpu_seconds()
     started = time.perf_counter()
-    with fewer_collections():  # as load_reservations runs its batches
+    # as load_reservations runs its batches, serially here
+    with indexes_deferred_if_first_load(engine) as first_load, fewer_collections():
         for chunk, chunk_workers in batches:
-            load_batch(engine, chunk, chunk_workers)
+            write_batch(engine, prepare_batch(engine, chunk, chunk_workers,
+                                              screen=not first_load.deferred))
     refresh_changed_days(engine, "UTC")
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before

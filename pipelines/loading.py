@@ -24,9 +24,10 @@ from pipelines.taskrouter import TaskRouterClient, WorkerRead
 from warehouse.deletions import clear_deleted, mark_deleted, mark_missing_workers
 from warehouse.engine import run_in_transaction
 from warehouse.history import record_status_changes
+from warehouse.initial_load import indexes_deferred_if_first_load
 from warehouse.normalize import Normalized, Rejected, normalize_reservations, normalize_workers
 from warehouse.quarantine import quarantine
-from warehouse.screen import read_stored_versions, screen_records
+from warehouse.screen import StoredVersions, read_stored_versions, screen_records
 from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class SyncFigures:
     batches: int = 0
     prepare_seconds: float = 0.0  # screening and normalizing, on the sync's own thread
     write_seconds: float = 0.0  # write transactions, on the writer thread
+    index_build_seconds: float = 0.0  # a first load's deferred indexes (warehouse.initial_load)
     pages: int = 0
     requests: int = 0
     retries: int = 0
@@ -76,6 +78,7 @@ class SyncFigures:
         data["seconds"] = round(self.seconds, 3)
         data["prepare_seconds"] = round(self.prepare_seconds, 3)
         data["write_seconds"] = round(self.write_seconds, 3)
+        data["index_build_seconds"] = round(self.index_build_seconds, 3)
         return data
 
 
@@ -224,19 +227,23 @@ class PreparedBatch:
     gone: list[str]
 
 
-def prepare_batch(engine: Engine, records: list[Any],
-                  complete_workers: list[str] | None = None) -> PreparedBatch:
+def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str] | None = None,
+                  *, screen: bool = True) -> PreparedBatch:
     """The Python half of a batch: screen against the stored versions, then normalize the rest.
 
     The screen reads the batch's workers' stored versions outside the write transaction and
     sets aside the records that cannot change anything; ``complete_workers`` (None when the
     reads were filtered or partial) are the workers whose full lists ``records`` hold, so the
     same read tells which of their stored reservations TaskRouter no longer returns.
+    ``screen=False`` (a first load, whose screen index is deferred) skips that read: there is
+    nothing stored to set aside, and the upsert still classifies every row exactly.
     """
-    workers = complete_workers if complete_workers is not None else sorted(
-        {w for r in records if isinstance(r, dict) and isinstance(w := r.get("worker_sid"), str)})
-    with engine.connect() as conn:
-        stored = read_stored_versions(conn, workers)
+    stored = StoredVersions()
+    if screen:
+        workers = complete_workers if complete_workers is not None else sorted(
+            {w for r in records if isinstance(r, dict) and isinstance(w := r.get("worker_sid"), str)})
+        with engine.connect() as conn:
+            stored = read_stored_versions(conn, workers)
     screened = screen_records(records, stored)
     gone = stored.gone(screened.seen_sids) if complete_workers is not None else []
     return PreparedBatch(normalize_reservations(screened.pending), screened.unchanged,
@@ -320,14 +327,17 @@ def load_reservations(
     # allows: warehouse.staging). Batches commit one at a time, in order; a second batch queued
     # behind the writer bought no speed (measured) and would hold one more batch in memory.
     # Leaving the block waits for the batch being committed.
-    with fewer_collections(), ThreadPoolExecutor(1, thread_name_prefix="writer") as writer:
+    # A first load builds its secondary indexes once at the end (warehouse.initial_load).
+    with (indexes_deferred_if_first_load(engine) as first_load, fewer_collections(),
+          ThreadPoolExecutor(1, thread_name_prefix="writer") as writer):
         writing: Future[BatchResult] | None = None
         for ws, worker_sids in workers_by_workspace.items():
             reads = client.read_reservations(ws, worker_sids, status=status)
             for records, complete in _batches(reads, batch_rows, figures, meter):
                 # a ReservationStatus filter reads a subset: it can prove no deletion
                 preparing = time.perf_counter()
-                prepared = prepare_batch(engine, records, complete if status is None else None)
+                prepared = prepare_batch(engine, records, complete if status is None else None,
+                                         screen=not first_load.deferred)
                 figures.prepare_seconds += time.perf_counter() - preparing
                 del records
                 if writing is not None:
@@ -336,6 +346,7 @@ def load_reservations(
                 del prepared
         if writing is not None:
             collect(writing.result())
+    figures.index_build_seconds = first_load.build_seconds
     _add_client_figures(figures, client, before)
     figures.seconds = time.monotonic() - started
     meter.tick(figures, force=True)

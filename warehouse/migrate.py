@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from warehouse.engine import create_warehouse_engine, describe
+from warehouse.initial_load import restore_deferred_indexes
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "warehouse_alembic_version"
@@ -53,6 +54,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    """Go back to ``revision``; indexes a failed first load left deferred are built first, so the
+    revisions find the schema they expect (``warehouse.initial_load``)."""
+    if current_revision(engine) == head_revision():
+        restore_deferred_indexes(engine)
     config = _config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
