@@ -324,7 +324,7 @@ def load_reservations(
 
     # A pipeline: the reader threads fetch while this thread screens and normalizes batch N+1
     # and one writer thread commits batch N (mostly SQL, run without the GIL where the driver
-    # allows: warehouse.staging). Batches commit one at a time, in order; a second batch queued
+    # allows: warehouse.multirow). Batches commit one at a time, in order; a second batch queued
     # behind the writer bought no speed (measured) and would hold one more batch in memory.
     # Leaving the block waits for the batch being committed.
     # A first load builds its secondary indexes once at the end (warehouse.initial_load).

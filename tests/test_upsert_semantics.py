@@ -1,7 +1,8 @@
 """DESIGN.md's upsert rule on SQLite, through the same normalize + upsert path the sync uses.
 
-Every test runs twice: through the TEMP-table stage the sync uses on SQLite (warehouse.staging)
-and through the plain ``executemany`` it replaced, which must agree row for row.
+Every test runs twice: through the multi-row statements the sync uses on SQLite
+(warehouse.multirow) and through the plain ``executemany`` they replaced, which must agree row
+for row.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from warehouse import staging
+from warehouse import multirow
 from warehouse.engine import create_warehouse_engine, padded_in_list
 from warehouse.history import record_status_changes
 from warehouse.migrate import ensure_schema
@@ -37,9 +38,9 @@ def record(status: str, updated: str, sid: str = "WR" + "a" * 32) -> dict:
     }
 
 
-@pytest.fixture(params=["staged", "executemany"])
+@pytest.fixture(params=["multi_row", "executemany"])
 def engine(request, sqlite_url, monkeypatch):
-    monkeypatch.setattr(staging, "STAGE_ON_SQLITE", request.param == "staged")
+    monkeypatch.setattr(multirow, "MULTI_ROW_ON_SQLITE", request.param == "multi_row")
     engine = create_warehouse_engine(sqlite_url)
     ensure_schema(engine)
     yield engine
@@ -129,11 +130,11 @@ def _mixed_batches() -> tuple[list[dict], list[dict]]:
     return first, second
 
 
-def test_staged_and_executemany_paths_write_the_same_rows_and_history(sqlite_url, tmp_path,
-                                                                     monkeypatch):
+def test_multi_row_and_executemany_paths_write_the_same_rows_and_history(sqlite_url, tmp_path,
+                                                                        monkeypatch):
     results = {}
-    for mode, on in (("staged", True), ("executemany", False)):
-        monkeypatch.setattr(staging, "STAGE_ON_SQLITE", on)
+    for mode, on in (("multi_row", True), ("executemany", False)):
+        monkeypatch.setattr(multirow, "MULTI_ROW_ON_SQLITE", on)
         eng = create_warehouse_engine(f"sqlite:///{tmp_path / mode}.db")
         ensure_schema(eng)
         counts = []
@@ -148,17 +149,17 @@ def test_staged_and_executemany_paths_write_the_same_rows_and_history(sqlite_url
                 "SELECT * FROM reservation_status_history ORDER BY sid, date_updated")).all()
         results[mode] = (counts, rows, hist)
         eng.dispose()
-    assert results["staged"][0] == [(5000, 0, 0, 5000), (700, 1500, 2500, 2200)]
-    assert results["staged"] == results["executemany"]
+    assert results["multi_row"][0] == [(5000, 0, 0, 5000), (700, 1500, 2500, 2200)]
+    assert results["multi_row"] == results["executemany"]
 
 
-def test_stage_chunks_are_powers_of_two_under_the_parameter_limit():
+def test_multi_row_chunks_are_powers_of_two_under_the_parameter_limit():
     for rows in (0, 1, 283, 284, 2500, 10_000):
-        sizes = staging.chunk_sizes(rows, 14)
+        sizes = multirow.chunk_sizes(rows, 14)
         assert sum(sizes) == rows
-        assert all(size & (size - 1) == 0 and size * 14 <= staging.MAX_PARAMETERS for size in sizes)
+        assert all(size & (size - 1) == 0 and size * 14 <= multirow.MAX_PARAMETERS for size in sizes)
     # a sync meets a handful of statement shapes, whatever its batch sizes
-    shapes = {size for rows in range(1, 3000) for size in staging.chunk_sizes(rows, 14)}
+    shapes = {size for rows in range(1, 3000) for size in multirow.chunk_sizes(rows, 14)}
     assert len(shapes) <= 9
 
 
@@ -170,3 +171,16 @@ def test_padded_in_lists_find_the_same_rows(engine):
     with engine.connect() as conn:
         found = _stored_versions(conn, [f"WR{n:032x}" for n in (0, 2, 4)] + ["WR-missing"])
     assert sorted(found["sid"]) == [f"WR{n:032x}" for n in (0, 2, 4)]
+
+
+def test_multi_row_statements_refuse_sql_they_cannot_expand(sqlite_url):
+    engine = create_warehouse_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (a, b)")
+        multirow.execute_multi_row(conn, "INSERT INTO t (a, b) VALUES (?, ?)",
+                                   [(n, str(n)) for n in range(1000)])
+        assert conn.exec_driver_sql("SELECT count(*), sum(a) FROM t").one() == (1000, 499500)
+        with pytest.raises(ValueError, match="not a one-row INSERT"):  # a second placeholder
+            multirow.execute_multi_row(conn, "INSERT INTO t (a, b) VALUES (?, ?) "
+                                       "ON CONFLICT DO UPDATE SET b = ?", [(1, "x")])
+    engine.dispose()

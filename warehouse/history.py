@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
+from warehouse.multirow import execute_multi_row, use_multi_row
 from warehouse.schema import reservation_status_history as history
-from warehouse.staging import staged, use_stage
 from warehouse.upsert import naive_utc_text
 
 WRITE_CHUNK = 5000
@@ -49,7 +49,6 @@ def _compiled(dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
     return str(compiled), (tuple(compiled.positiontup) if compiled.positional else None)
 
 
-_STAGE = "_history_stage"
 # PostgreSQL: the batch's history as five array parameters, unnested by the server into one
 # insert-if-absent (measured on a 100k-row load: the history's client CPU 0.87 -> 0.59 s; its
 # wall time, bound by the server's index upkeep, stayed ~1.2 s).
@@ -59,16 +58,6 @@ _PG_UNNEST = (
     "%s::varchar[], %s::bigint[]) AS u "
     "ON CONFLICT (sid, reservation_status, date_updated) DO NOTHING"
 )
-
-
-@lru_cache(maxsize=4)
-def _from_stage_sql(dialect: Dialect) -> str:
-    """The insert-if-absent of every staged row, as one statement (SQLite, warehouse.staging)."""
-    stage = sa.table(_STAGE, *[sa.column(c) for c in COLUMNS])
-    stmt = sqlite.insert(history).from_select(
-        list(COLUMNS), sa.select(*[stage.c[c] for c in COLUMNS]).where(sa.true()))
-    stmt = stmt.on_conflict_do_nothing(index_elements=["sid", "reservation_status", "date_updated"])
-    return str(stmt.compile(dialect=dialect))
 
 
 def _driver_times(stamps: pd.Series, dialect: Dialect) -> list[Any]:
@@ -117,15 +106,14 @@ def record_status_changes(conn: Connection, written: pd.DataFrame | None, now: d
     if conn.dialect.name == "postgresql":  # one statement: the columns as arrays
         conn.exec_driver_sql(_PG_UNNEST, (stamp, *(data[c] for c in COLUMNS[:-1])))
         return len(rows)
-    if use_stage(conn):
-        with staged(conn, _STAGE, COLUMNS, list(zip(*(data[c] for c in COLUMNS), strict=True))):
-            conn.exec_driver_sql(_from_stage_sql(conn.dialect))
-        return len(rows)
     if order is not None:
         params: list[Any] = list(zip(*(data[c] for c in order), strict=True))
     else:
         params = [dict(zip(COLUMNS, values, strict=True))
                   for values in zip(*(data[c] for c in COLUMNS), strict=True)]
+    if use_multi_row(conn):
+        execute_multi_row(conn, sql, params)
+        return len(rows)
     for start in range(0, len(params), WRITE_CHUNK):
         conn.exec_driver_sql(sql, params[start : start + WRITE_CHUNK])
     return len(rows)

@@ -9,8 +9,9 @@ concurrent writer with a newer version can never be overwritten by an older one.
 first take a per-table writer lock (``lock_writers``), so two loads running at once write
 batch after batch: counts stay exact and they cannot deadlock each other.
 
-Rows go to the driver's ``executemany`` as plain tuples, pre-formatted per dialect with pandas,
-sorted by sid so concurrent writers take row locks in the same order. On PostgreSQL, batches
+Rows go to the driver as plain tuples, pre-formatted per dialect with pandas, sorted by sid so
+concurrent writers take row locks in the same order: on SQLite as multi-row statements
+(``warehouse.multirow``), on MySQL through ``executemany``. On PostgreSQL, batches
 with many rows to write are streamed with ``COPY`` into a temp staging table and written by one
 ``INSERT ... SELECT ... ORDER BY sid ON CONFLICT ... WHERE newer`` (measured faster at scale by
 ``benchmarks/upsert_scale.py``).
@@ -31,6 +32,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.engine import in_list_params, in_list_sql
+from warehouse.multirow import execute_multi_row, use_multi_row
 from warehouse.schema import (
     RESERVATION_COLUMNS,
     WORKER_COLUMNS,
@@ -38,7 +40,6 @@ from warehouse.schema import (
     warehouse_state,
     workers,
 )
-from warehouse.staging import staged, use_stage
 from warehouse.state import read_state, write_state
 
 LOOKUP_CHUNK = 2048  # a power of two: chunks are padded to one (engine.in_list_params)
@@ -193,17 +194,12 @@ _STAGE = "_reservations_stage"
 
 @lru_cache(maxsize=4)
 def _merge_sql(dialect: Dialect) -> str:
-    """``INSERT INTO reservations SELECT ... FROM <stage> [ORDER BY sid] ON CONFLICT ... WHERE
-    newer`` (PostgreSQL and SQLite; SQLite needs the ``WHERE`` to parse ``ON CONFLICT`` after a
-    SELECT)."""
+    """``INSERT INTO reservations SELECT ... FROM <stage> ORDER BY sid ON CONFLICT ... WHERE
+    newer`` (PostgreSQL: row locks in sid order, so concurrent writers cannot deadlock)."""
     stage = sa.table(_STAGE, *[sa.column(c) for c in RESERVATION_COLUMNS])
     updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
-    select = sa.select(*[stage.c[c] for c in RESERVATION_COLUMNS]).where(sa.true())
-    if dialect.name == "postgresql":  # row locks in sid order: concurrent writers cannot deadlock
-        ins = postgresql.insert(reservations).from_select(RESERVATION_COLUMNS,
-                                                          select.order_by(stage.c.sid))
-    else:  # SQLite locks the whole database: no order to keep, so no sorter to pay for
-        ins = sqlite.insert(reservations).from_select(RESERVATION_COLUMNS, select)
+    select = sa.select(*[stage.c[c] for c in RESERVATION_COLUMNS]).order_by(stage.c.sid)
+    ins = postgresql.insert(reservations).from_select(RESERVATION_COLUMNS, select)
     stmt = ins.on_conflict_do_update(
         index_elements=["sid"],
         set_={c: ins.excluded[c] for c in updatable},
@@ -229,11 +225,10 @@ def _pg_copy_upsert(conn: Connection, frame: pd.DataFrame) -> None:
     conn.exec_driver_sql(_merge_sql(conn.dialect))
 
 
-def _sqlite_stage_upsert(conn: Connection, frame: pd.DataFrame) -> None:
-    """The conditional upsert of ``frame`` (sorted by sid) through a TEMP stage (warehouse.staging)."""
-    rows = _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
-    with staged(conn, _STAGE, RESERVATION_COLUMNS, rows):
-        conn.exec_driver_sql(_merge_sql(conn.dialect))
+def _sqlite_multi_row_upsert(conn: Connection, frame: pd.DataFrame) -> None:
+    """The conditional upsert of ``frame`` as multi-row statements (warehouse.multirow)."""
+    sql, order = _compiled("reservations", conn.dialect)
+    execute_multi_row(conn, sql, _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, order))
 
 
 # -- reading what is stored -----------------------------------------------------------------
@@ -360,8 +355,8 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> 
         if (conn.dialect.name == "postgresql" and PG_COPY_MIN_ROWS is not None
                 and len(to_write) >= PG_COPY_MIN_ROWS):
             _pg_copy_upsert(conn, to_write)
-        elif use_stage(conn):
-            _sqlite_stage_upsert(conn, to_write)
+        elif use_multi_row(conn):
+            _sqlite_multi_row_upsert(conn, to_write)
         else:
             _execute_many(conn, "reservations", to_write, RESERVATION_COLUMNS)
     return counts
