@@ -4,8 +4,8 @@ Why: ``executemany`` runs one ``sqlite3_step`` per row, and Python's ``sqlite3``
 up and takes it back around every step; each take-back waits while another thread (the sync's
 readers) holds the GIL. Against a table with a primary key, three covering indexes and a
 history table that is 200k waits per 100k reservations (measured: the write thread lost 1.2 s
-of 3.9 s to them). One statement of 256 rows is one step: the B-tree upkeep of all its rows
-runs in C without the GIL, and a 10k-row batch takes about 40 GIL hand-backs instead of 10k.
+of 3.9 s to them). One statement of 2,048 rows is one step: the B-tree upkeep of all its rows
+runs in C without the GIL, and a 10k-row batch takes about 10 GIL hand-backs instead of 10k.
 The statement is the single-row upsert it replaces with more ``VALUES`` tuples, so the
 conditional ``ON CONFLICT ... DO UPDATE ... WHERE newer`` guard is the same
 (``tests/test_upsert_semantics.py`` runs both paths and compares them row for row).
@@ -17,6 +17,7 @@ writing straight into the table skips the temporary B-tree: 10-15% less write ti
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import chain
@@ -27,11 +28,13 @@ from sqlalchemy.engine import Connection
 # Every SQLite batch goes in as multi-row statements; False falls back to the plain
 # executemany, which the tests compare it with.
 MULTI_ROW_ON_SQLITE = True
-# Bound parameters per statement (SQLite allows 32,766). Chunk sizes are powers of two, so a
-# connection's statement cache holds a few shapes per table instead of one prepared statement
-# for every remainder size a sync meets. Measured on a 100k-row load (then into a TEMP table):
-# 4,000 runs as fast as 30,000 with 11 MB less resident memory; 1,000 is 13% slower.
-MAX_PARAMETERS = 4_000
+# Bound parameters per statement, capped by the connection's own limit (SQLite allows 32,766
+# since 3.32, 999 before). Chunk sizes are powers of two, so a connection's statement cache
+# holds a dozen shapes per table instead of one prepared statement for every remainder size a
+# sync meets. Measured on a 100k-row first load, 5 runs each in one session: 32,000 (2,048
+# reservations per statement) 3.99 s, 16,000 4.11 s, 4,000 4.44 s (medians), for 12 MB more
+# resident memory than 4,000: every statement is a GIL hand-back the writer waits for.
+MAX_PARAMETERS = 32_000
 
 
 def use_multi_row(conn: Connection) -> bool:
@@ -44,17 +47,18 @@ def execute_multi_row(conn: Connection, sql: str, rows: Sequence[Sequence[Any]])
     if not rows:
         return
     width = len(rows[0])
+    limit = conn.connection.dbapi_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
     start = 0
-    for size in chunk_sizes(len(rows), width):
+    for size in chunk_sizes(len(rows), width, min(MAX_PARAMETERS, limit)):
         chunk = rows[start : start + size]
         conn.exec_driver_sql(_with_rows(sql, width, size), tuple(chain.from_iterable(chunk)))
         start += size
 
 
-def chunk_sizes(rows: int, columns: int) -> list[int]:
-    """``rows`` as full chunks of the largest power of two that fits, then the binary digits of
-    the rest (2,500 rows of 14 columns: nine of 256, then 128, 64 and 4)."""
-    largest = 1 << max(0, (MAX_PARAMETERS // columns).bit_length() - 1)
+def chunk_sizes(rows: int, columns: int, parameters: int = MAX_PARAMETERS) -> list[int]:
+    """``rows`` as full chunks of the largest power of two that fits in ``parameters``, then the
+    binary digits of the rest (5,000 rows of 14 columns: two of 2,048, then 512, 256, 128, 8)."""
+    largest = 1 << max(0, (parameters // columns).bit_length() - 1)
     sizes = [largest] * (rows // largest)
     rest = rows % largest
     sizes += [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
