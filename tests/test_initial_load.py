@@ -138,3 +138,23 @@ def test_a_downgrade_first_builds_indexes_a_dead_load_left_deferred(engine):
     assert current_revision(engine) == "0002_history_quarantine"
     upgrade(engine)
     assert index_names(engine) >= DEFERRABLE and deferred_record(engine) is None
+
+
+def test_when_the_build_fails_after_a_failed_load_the_load_error_is_raised(sqlite_url):
+    from warehouse.engine import create_warehouse_engine
+    from warehouse.initial_load import indexes_deferred_if_first_load
+    from warehouse.migrate import ensure_schema
+
+    engine = create_warehouse_engine(sqlite_url)
+    ensure_schema(engine)
+    with pytest.raises(Stop, match="API went away"), indexes_deferred_if_first_load(engine) as first:
+        assert first.deferred
+        with engine.begin() as conn:  # the build will fail: a deferred index name is taken
+            conn.exec_driver_sql("CREATE TABLE squatter (a)")
+            conn.exec_driver_sql("CREATE INDEX ix_reservations_summary ON squatter (a)")
+        raise Stop("API went away")
+    assert deferred_record(engine) is not None  # the next load builds them
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE squatter")
+    assert sorted(restore_deferred_indexes(engine)) == sorted(DEFERRABLE)
+    engine.dispose()

@@ -117,16 +117,28 @@ class FirstLoad:
 @contextmanager
 def indexes_deferred_if_first_load(engine: Engine) -> Iterator[FirstLoad]:
     """Around a whole load: defers the indexes on a first load and builds them when the block
-    ends, raised or not (the rows loaded so far stay committed either way)."""
+    ends, raised or not (the rows loaded so far stay committed either way). When the load
+    failed and the build fails too (the database went away), the load's own error is the one
+    raised; the record stays, and the next load builds the indexes."""
     first = FirstLoad(defer_indexes_for_initial_load(engine))
     try:
         yield first
-    finally:
+    except BaseException:
         if first.deferred:
-            started = time.perf_counter()
-            first.built = restore_deferred_indexes(engine)
-            first.build_seconds = time.perf_counter() - started
-            if first.built:
-                log.info("built %d deferred indexes in %.1fs: %s", len(first.built),
-                         first.build_seconds, ", ".join(first.built))
+            try:
+                _build(engine, first)
+            except Exception:  # noqa: BLE001 - the load's error matters more
+                log.exception("could not build the deferred indexes after a failed load; "
+                              "the next load builds them")
+        raise
+    if first.deferred:
+        _build(engine, first)
 
+
+def _build(engine: Engine, first: FirstLoad) -> None:
+    started = time.perf_counter()
+    first.built = restore_deferred_indexes(engine)
+    first.build_seconds = time.perf_counter() - started
+    if first.built:
+        log.info("built %d deferred indexes in %.1fs: %s", len(first.built),
+                 first.build_seconds, ", ".join(first.built))
