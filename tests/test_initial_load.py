@@ -16,12 +16,15 @@ import pipelines.loading as loading
 from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
 from pipelines.taskrouter import TaskRouterClient, credentials_from_env
 from tests.helpers import assert_matches_truth
+from warehouse.engine import create_warehouse_engine
 from warehouse.initial_load import (
     DEFERRED_INDEXES,
     defer_indexes_for_initial_load,
     deferrable_indexes,
+    indexes_deferred_if_first_load,
     restore_deferred_indexes,
 )
+from warehouse.migrate import current_revision, downgrade, ensure_schema, upgrade
 from warehouse.schema import reservation_status_history, reservations
 from warehouse.state import read_state
 
@@ -131,8 +134,6 @@ def test_indexes_left_deferred_by_a_process_that_died_are_built_by_the_next_load
 
 
 def test_a_downgrade_first_builds_indexes_a_dead_load_left_deferred(engine):
-    from warehouse.migrate import current_revision, downgrade, upgrade
-
     defer_indexes_for_initial_load(engine)  # ... and the process died
     downgrade(engine, "0002_history_quarantine")  # 0003's downgrade drops its indexes by name
     assert current_revision(engine) == "0002_history_quarantine"
@@ -141,10 +142,6 @@ def test_a_downgrade_first_builds_indexes_a_dead_load_left_deferred(engine):
 
 
 def test_when_the_build_fails_after_a_failed_load_the_load_error_is_raised(sqlite_url):
-    from warehouse.engine import create_warehouse_engine
-    from warehouse.initial_load import indexes_deferred_if_first_load
-    from warehouse.migrate import ensure_schema
-
     engine = create_warehouse_engine(sqlite_url)
     ensure_schema(engine)
     with pytest.raises(Stop, match="API went away"), indexes_deferred_if_first_load(engine) as first:
