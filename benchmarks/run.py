@@ -48,13 +48,10 @@ EXTRA_MODULES = {
 
 
 # loader name -> (runner, extra runner args); project_eager_indexes is the project with its first
-# load keeping every index up to date row by row (the A/B of warehouse.initial_load), and
-# project_commit_per_batch the project with one SQLite commit per batch (warehouse.batch_writer),
-# on request
+# load keeping every index up to date row by row (the A/B of warehouse.initial_load), on request
 SYNC_LOADERS: dict[str, tuple[str, dict[str, Any]]] = {
     "project": ("project", {}),
     "project_eager_indexes": ("project", {"defer_indexes": False}),
-    "project_commit_per_batch": ("project", {"share_commits": False}),
     "baseline": ("baseline", {}),
 }
 
@@ -164,7 +161,7 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
             "all_seconds": [round(r["seconds"], 3) for r in results],
         }
         for key in ("list_seconds", "load_seconds", "prepare_seconds", "write_seconds",
-                    "index_build_seconds", "summary_seconds", "commits"):
+                    "index_build_seconds", "summary_seconds"):
             if key in results[0]:
                 row[key] = round(_median(results, key), 3)
         if loader.startswith("project"):

@@ -45,7 +45,7 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
     from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
     from pipelines.taskrouter import TaskRouterClient
     from pipelines.taskrouter.credentials import choose_credentials
-    from warehouse import batch_writer, initial_load
+    from warehouse import initial_load
     from warehouse.engine import create_warehouse_engine
     from warehouse.migrate import ensure_schema
     from warehouse.summary import refresh_changed_days
@@ -53,8 +53,6 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
     # {"defer_indexes": false}: a first load keeps its indexes up to date row by row
     # (the A/B of warehouse.initial_load)
     initial_load.DEFER_ON_FIRST_LOAD = args.get("defer_indexes", True)
-    # {"share_commits": false}: every SQLite batch commits on its own (warehouse.batch_writer)
-    batch_writer.SHARE_COMMITS_ON_SQLITE = args.get("share_commits", True)
     engine = create_warehouse_engine(args["warehouse_url"])
     ensure_schema(engine)
     credentials = choose_credentials(args["account_sid"], args["auth_token"])
@@ -83,7 +81,6 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
         "load_seconds": round(figures.seconds, 3),
         "prepare_seconds": round(figures.prepare_seconds, 3),
         "write_seconds": round(figures.write_seconds, 3),
-        "commits": figures.commits,
         "index_build_seconds": round(figures.index_build_seconds, 3),
         "summary_seconds": round(ended - refreshing, 3),
     }
@@ -235,9 +232,8 @@ def load_only(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.loading import DEFAULT_BATCH_ROWS, batch_work, prepare_batch
+    from pipelines.loading import DEFAULT_BATCH_ROWS, prepare_batch, write_batch
     from pipelines.memory import fewer_collections
-    from warehouse.batch_writer import BatchWriter
     from warehouse.engine import create_warehouse_engine
     from warehouse.initial_load import indexes_deferred_if_first_load
     from warehouse.migrate import ensure_schema
@@ -262,12 +258,10 @@ def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
     cpu_before = cpu_seconds()
     started = time.perf_counter()
     # as load_reservations runs its batches, serially here
-    with (indexes_deferred_if_first_load(engine) as first_load, fewer_collections(),
-          BatchWriter(engine) as writer):
+    with indexes_deferred_if_first_load(engine) as first_load, fewer_collections():
         for chunk, chunk_workers in batches:
-            writer.submit(batch_work(prepare_batch(engine, chunk, chunk_workers,
-                                                   screen=not first_load.deferred))).result()
-        writer.close()
+            write_batch(engine, prepare_batch(engine, chunk, chunk_workers,
+                                              screen=not first_load.deferred))
     refresh_changed_days(engine, "UTC")
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before

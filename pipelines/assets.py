@@ -66,7 +66,6 @@ def figures_metadata(figures: SyncFigures) -> dict[str, Any]:
         "rows_per_second": round(figures.rows_per_second, 1),
         "prepare_seconds": round(figures.prepare_seconds, 3),
         "write_seconds": round(figures.write_seconds, 3),
-        "commits": figures.commits,
         "index_build_seconds": round(figures.index_build_seconds, 3),
     }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipelines.memory import fewer_collections, limit_malloc_arenas, release_free_memory
 from pipelines.taskrouter import TaskRouterClient, WorkerRead
-from warehouse.batch_writer import BatchWriter, PendingWrite
 from warehouse.deletions import clear_deleted, mark_deleted, mark_missing_workers
 from warehouse.engine import run_in_transaction
 from warehouse.history import record_status_changes
@@ -56,8 +56,7 @@ class SyncFigures:
     returned_upstream: int = 0  # marked reservations TaskRouter returned again (mark cleared)
     batches: int = 0
     prepare_seconds: float = 0.0  # screening and normalizing, on the sync's own thread
-    write_seconds: float = 0.0  # the writer thread busy (statements and commits)
-    commits: int = 0  # write transactions committed (SQLite shares one among close batches)
+    write_seconds: float = 0.0  # write transactions, on the writer thread
     index_build_seconds: float = 0.0  # a first load's deferred indexes (warehouse.initial_load)
     pages: int = 0
     requests: int = 0
@@ -251,10 +250,9 @@ def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str
                          screened.returned_sids, gone)
 
 
-def batch_work(prepared: PreparedBatch, now: datetime | None = None) -> Callable[[Connection], BatchResult]:
-    """The database half of a batch: upsert, status history, quarantine and deletions, as one
-    unit of work for a write transaction that holds the writer lock (``write_batch``, or a
-    ``BatchWriter`` that may share the transaction with the batches around it)."""
+def write_batch(engine: Engine, prepared: PreparedBatch, now: datetime | None = None) -> BatchResult:
+    """The database half: upsert, status history, quarantine and deletions in ONE transaction
+    under the writer lock; replayed whole if the database aborts it as a deadlock."""
     normalized = prepared.rows
 
     def work(conn: Connection) -> BatchResult:
@@ -271,14 +269,8 @@ def batch_work(prepared: PreparedBatch, now: datetime | None = None) -> Callable
             result.deleted_upstream = mark_deleted(conn, prepared.gone, stamp)
         return result
 
-    return work
-
-
-def write_batch(engine: Engine, prepared: PreparedBatch, now: datetime | None = None) -> BatchResult:
-    """``batch_work`` in ONE transaction of its own; replayed whole if the database aborts it
-    as a deadlock."""
     started = time.perf_counter()
-    result = run_in_transaction(engine, batch_work(prepared, now), what="reservation batch")
+    result = run_in_transaction(engine, work, what="reservation batch")
     result.write_seconds = time.perf_counter() - started
     return result
 
@@ -324,21 +316,21 @@ def load_reservations(
         figures.history_rows += batch.history_rows
         figures.deleted_upstream += batch.deleted_upstream
         figures.returned_upstream += batch.returned_upstream
+        figures.write_seconds += batch.write_seconds
         if batch.rejected and on_rejects is not None:
             on_rejects(batch.rejected)
         figures.batches += 1
         meter.tick(figures)
 
     # A pipeline: the reader threads fetch while this thread screens and normalizes batch N+1
-    # and the writer thread writes batch N (mostly SQL, run without the GIL where the driver
-    # allows: warehouse.multirow). Batches are written one at a time, in order; a second batch
-    # queued behind the writer bought no speed (measured) and would hold one more batch in
-    # memory. On SQLite, batches that follow closely share a commit (warehouse.batch_writer).
-    # Leaving the block commits what was written, also when this thread failed.
+    # and one writer thread commits batch N (mostly SQL, run without the GIL where the driver
+    # allows: warehouse.multirow). Batches commit one at a time, in order; a second batch queued
+    # behind the writer bought no speed (measured) and would hold one more batch in memory.
+    # Leaving the block waits for the batch being committed.
     # A first load builds its secondary indexes once at the end (warehouse.initial_load).
     with (indexes_deferred_if_first_load(engine) as first_load, fewer_collections(),
-          BatchWriter(engine, what="reservation batch") as writer):
-        writing: PendingWrite[BatchResult] | None = None
+          ThreadPoolExecutor(1, thread_name_prefix="writer") as writer):
+        writing: Future[BatchResult] | None = None
         for ws, worker_sids in workers_by_workspace.items():
             reads = client.read_reservations(ws, worker_sids, status=status)
             for records, complete in _batches(reads, batch_rows, figures, meter):
@@ -350,13 +342,10 @@ def load_reservations(
                 del records
                 if writing is not None:
                     collect(writing.result())
-                writing = writer.submit(batch_work(prepared))
+                writing = writer.submit(write_batch, engine, prepared)
                 del prepared
         if writing is not None:
             collect(writing.result())
-        writer.close()  # the last commit, inside the block: its error is the sync's error
-    figures.write_seconds = writer.busy_seconds
-    figures.commits = writer.commits
     figures.index_build_seconds = first_load.build_seconds
     _add_client_figures(figures, client, before)
     figures.seconds = time.monotonic() - started
