@@ -47,11 +47,14 @@ EXTRA_MODULES = {
 }
 
 
-# loader name -> (runner, extra runner args); project_eager_indexes is the project with its first
-# load keeping every index up to date row by row (the A/B of warehouse.initial_load), on request
+# loader name -> (runner, extra runner args); on request: project_eager_indexes, the project with
+# its first load keeping every index up to date row by row (the A/B of warehouse.initial_load),
+# and reader_process, the sync with its HTTP readers in a second process (a diagnostic of an
+# architecture the project does not ship: benchmarks.runners)
 SYNC_LOADERS: dict[str, tuple[str, dict[str, Any]]] = {
     "project": ("project", {}),
     "project_eager_indexes": ("project", {"defer_indexes": False}),
+    "reader_process": ("reader_process", {}),
     "baseline": ("baseline", {}),
 }
 
@@ -161,10 +164,11 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
             "all_seconds": [round(r["seconds"], 3) for r in results],
         }
         for key in ("list_seconds", "load_seconds", "prepare_seconds", "write_seconds",
-                    "index_build_seconds", "summary_seconds"):
+                    "index_build_seconds", "summary_seconds", "child_cpu_seconds",
+                    "child_peak_rss_mb"):
             if key in results[0]:
                 row[key] = round(_median(results, key), 3)
-        if loader.startswith("project"):
+        if loader.startswith("project") or loader == "reader_process":
             base = samples.get(("baseline", scenario))
             if base:
                 row["speedup_vs_baseline"] = round(_median(base, "seconds") / seconds, 2)

@@ -30,3 +30,22 @@ def test_bench_harness_runs_on_a_tiny_shape(tmp_path):
     assert "speedup_vs_baseline" in full and "vs_ceiling" in full and full["peak_rss_mb"] > 0
     assert full["write_seconds"] > 0 and full["prepare_seconds"] > 0
     assert "| project | full |" in stem.with_suffix(".md").read_text()
+
+
+def test_the_reader_process_diagnostic_loads_what_the_project_loads(tmp_path):
+    stem = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--loaders", "project,reader_process",
+         "--output", str(stem)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    by_key = {(r["loader"], r["scenario"]): r
+              for r in json.loads(stem.with_suffix(".json").read_text())["rows"]}
+    for scenario in ("full", "noop", "advance"):
+        mine, theirs = by_key[("reader_process", scenario)], by_key[("project", scenario)]
+        assert (mine["rows"], mine["written"], mine["requests"]) == (
+            theirs["rows"], theirs["written"], theirs["requests"]), scenario
+        # both processes are counted: the child's CPU and its peak RSS (measured after exec)
+        assert 0 < mine["child_cpu_seconds"] <= mine["cpu_seconds"]
+        assert 0 < mine["child_peak_rss_mb"] < mine["peak_rss_mb"]
