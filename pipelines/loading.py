@@ -325,7 +325,9 @@ def load_reservations(
     # A pipeline: the reader threads fetch while this thread screens and normalizes batch N+1
     # and one writer thread commits batch N (mostly SQL, run without the GIL where the driver
     # allows: warehouse.multirow). Batches commit one at a time, in order; a second batch queued
-    # behind the writer bought no speed (measured) and would hold one more batch in memory.
+    # behind the writer bought no speed (measured) and would hold one more batch in memory, and
+    # on SQLite neither did one transaction shared by the batches of ~2 s (1.5M rows: 16 commits
+    # instead of 150, the same writer time; built and reverted, commit b404c7b).
     # Leaving the block waits for the batch being committed.
     # A first load builds its secondary indexes once at the end (warehouse.initial_load).
     with (indexes_deferred_if_first_load(engine) as first_load, fewer_collections(),
