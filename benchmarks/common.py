@@ -1,12 +1,15 @@
-"""What every benchmark needs: an emulator in its own process and throw-away databases."""
+"""What every benchmark needs: an emulator in its own process, throw-away databases, and
+the machine line its figures are reported with."""
 
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +56,16 @@ def scratch_database(kind: str, prefix: str = "bench") -> Iterator[str]:
             force = " WITH (FORCE)" if kind == "postgresql" else ""
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}")
         admin.dispose()
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
+            f"{datetime.now(UTC):%Y-%m-%d}")

@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from benchmarks.common import PG_ADMIN_URL as PG_ADMIN  # noqa: E402
-from benchmarks.common import emulator, scratch_database  # noqa: E402
+from benchmarks.common import emulator, machine, scratch_database  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 EXTRA_MODULES = {
@@ -44,6 +41,7 @@ EXTRA_MODULES = {
     "backfill": "benchmarks.backfill",
     "shards": "benchmarks.shards",
     "history": "benchmarks.warehouse_history",
+    "contention": "benchmarks.read_contention",
 }
 
 
@@ -180,19 +178,6 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
     return rows_out
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
-            f"{datetime.now(UTC):%Y-%m-%d}")
-
-
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| shape | latency | db | loader | scenario | median s | CPU s | rows/s | requests | "
              "written | peak RSS MB | vs baseline | vs ceiling |",
@@ -218,7 +203,7 @@ def generic_markdown(rows: list[dict[str, Any]]) -> str:
         return "(no rows)"
     keys = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    lines += ["| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
 
 

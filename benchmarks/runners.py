@@ -173,7 +173,7 @@ def baseline(args: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- ceilings ---------------------------------------------------------------------------------
-def _pooled_fetch(args: dict[str, Any], keep: bool) -> tuple[list[dict[str, Any]], int, int]:
+def pooled_fetch(args: dict[str, Any], keep: bool) -> tuple[list[dict[str, Any]], int, int]:
     concurrency = args.get("concurrency", 8)
     session = requests.Session()
     session.mount("http://", HTTPAdapter(pool_maxsize=concurrency + 2))
@@ -216,12 +216,12 @@ def _pooled_fetch(args: dict[str, Any], keep: bool) -> tuple[list[dict[str, Any]
 
 def fetch_only(args: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
-    _, rows, requests_made = _pooled_fetch(args, keep=False)
+    _, rows, requests_made = pooled_fetch(args, keep=False)
     return {"seconds": time.perf_counter() - started, "rows": rows, "requests": requests_made}
 
 
 def load_only(args: dict[str, Any]) -> dict[str, Any]:
-    records, rows, _ = _pooled_fetch(args, keep=True)  # not timed: the rows are "already in memory"
+    records, rows, _ = pooled_fetch(args, keep=True)  # not timed: the rows are "already in memory"
     tuples = [_as_tuple(r) for r in records]
     del records
     conn, paramstyle = _connect(args["baseline_url"])
@@ -238,38 +238,54 @@ def load_only(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "rows": rows, "requests": 0, "timed_cpu_seconds": round(cpu, 3)}
 
 
-def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.loading import DEFAULT_BATCH_ROWS, prepare_batch, write_batch
-    from pipelines.memory import fewer_collections
-    from warehouse.engine import create_warehouse_engine
-    from warehouse.initial_load import indexes_deferred_if_first_load
-    from warehouse.migrate import ensure_schema
-    from warehouse.summary import refresh_changed_days
-
-    records, rows, _ = _pooled_fetch(args, keep=True)  # not timed, as for load_only
+def worker_batches(records: list[dict[str, Any]],
+                   batch_rows: int) -> list[tuple[list[dict[str, Any]], list[str]]]:
+    """Records (worker after worker, as fetched) cut into the sync's batches: about
+    ``batch_rows`` records each, a worker never split, with the workers each batch holds."""
     batches: list[tuple[list[dict[str, Any]], list[str]]] = []
     batch: list[dict[str, Any]] = []
     workers: list[str] = []
-    for record in records:  # worker by worker, as the sync batches them
+    for record in records:
         if record["worker_sid"] != (workers[-1] if workers else None):
-            if len(batch) >= args.get("batch_rows", DEFAULT_BATCH_ROWS):
+            if len(batch) >= batch_rows:
                 batches.append((batch, workers))
                 batch, workers = [], []
             workers.append(record["worker_sid"])
         batch.append(record)
     if batch:
         batches.append((batch, workers))
-    del records
-    engine = create_warehouse_engine(args["warehouse_url"])
-    ensure_schema(engine)
-    cpu_before = cpu_seconds()
-    started = time.perf_counter()
-    # as load_reservations runs its batches, serially here
+    return batches
+
+
+def load_batches_like_the_sync(engine: Any, batches: list[tuple[list[dict[str, Any]], list[str]]]) -> None:
+    """The sync's warehouse side on batches already in memory, one after the other:
+    ``prepare_batch`` then ``write_batch`` (a first load defers its indexes as the sync does),
+    then the summary refresh."""
+    from pipelines.loading import prepare_batch, write_batch
+    from pipelines.memory import fewer_collections
+    from warehouse.initial_load import indexes_deferred_if_first_load
+    from warehouse.summary import refresh_changed_days
+
     with indexes_deferred_if_first_load(engine) as first_load, fewer_collections():
         for chunk, chunk_workers in batches:
             write_batch(engine, prepare_batch(engine, chunk, chunk_workers,
                                               screen=not first_load.deferred))
     refresh_changed_days(engine, "UTC")
+
+
+def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.loading import DEFAULT_BATCH_ROWS
+    from warehouse.engine import create_warehouse_engine
+    from warehouse.migrate import ensure_schema
+
+    records, rows, _ = pooled_fetch(args, keep=True)  # not timed, as for load_only
+    batches = worker_batches(records, args.get("batch_rows", DEFAULT_BATCH_ROWS))
+    del records
+    engine = create_warehouse_engine(args["warehouse_url"])
+    ensure_schema(engine)
+    cpu_before = cpu_seconds()
+    started = time.perf_counter()
+    load_batches_like_the_sync(engine, batches)  # as load_reservations runs them, serially here
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before
     engine.dispose()

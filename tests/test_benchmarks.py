@@ -49,3 +49,20 @@ def test_the_reader_process_diagnostic_loads_what_the_project_loads(tmp_path):
         # both processes are counted: the child's CPU and its peak RSS (measured after exec)
         assert 0 < mine["child_cpu_seconds"] <= mine["cpu_seconds"]
         assert 0 < mine["child_peak_rss_mb"] < mine["peak_rss_mb"]
+
+
+def test_the_read_contention_diagnostic_reads_and_stores_everything_in_each_arrangement():
+    """Figures are not asserted; the arrangements must each do the whole job, or the
+    comparison between them means nothing."""
+    from benchmarks.read_contention import run
+
+    rows = {row["scenario"]: row for row in run(quick=True)}
+    assert set(rows) == {"reads_alone", "warehouse_alone", "reads_with_warehouse_thread",
+                         "reads_with_warehouse_process"}
+    for scenario in ("reads_alone", "reads_with_warehouse_thread", "reads_with_warehouse_process"):
+        assert rows[scenario]["rows_read"] == 40 * 20, scenario
+        assert rows[scenario]["reads_seconds"] > 0 and rows[scenario]["reads_vs_alone"] > 0
+    for scenario in ("warehouse_alone", "reads_with_warehouse_thread",
+                     "reads_with_warehouse_process"):
+        assert rows[scenario]["rows_stored"] == 40 * 20, scenario
+        assert rows[scenario]["warehouse_seconds"] > 0

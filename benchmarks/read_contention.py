@@ -1,0 +1,244 @@
+"""Why the 20 ms full load is slower than its reads: the project's reads alone, and with the
+sync's warehouse side running beside them in the same process (a thread, as the sync runs it)
+or in a second process.
+
+One emulator at 20 ms per request; per repetition, in this order:
+- ``reads_alone``: ``TaskRouterClient.read_reservations`` over every worker, records discarded;
+- ``warehouse_alone``: the sync's warehouse side on the same records already in memory
+  (``benchmarks.runners.load_batches_like_the_sync``: prepare, write, deferred indexes,
+  summary) into a fresh SQLite file, nothing else running;
+- ``reads_with_warehouse_thread``: both at once in this process, the warehouse side on a
+  thread, as ``load_reservations`` runs its writer beside the reader threads (they share one GIL);
+- ``reads_with_warehouse_process``: both at once, the warehouse side in a spawned process
+  (its own GIL), started before the clock and released by a pipe once its records are loaded.
+
+``reads_seconds`` is the reads' wall time, ``warehouse_seconds`` the warehouse side's own,
+``both_seconds`` until both are done; ``cpu_seconds`` counts this process only (not the
+spawned one). When the reads slow down beside a thread but not beside
+a process, the cost is the shared GIL, not the CPU (the machine has two cores) nor the emulator.
+Nothing here is the sync itself: it prices the contention the sync's design pays for.
+
+Usage: ``python -m benchmarks.read_contention [--quick] [--workers N] [--reservations N]
+[--repetitions N]``; also ``benchmarks/run.py --extras contention``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.common import emulator, machine
+from benchmarks.runners import (
+    cpu_seconds,
+    load_batches_like_the_sync,
+    pooled_fetch,
+    worker_batches,
+)
+
+LATENCY_MS = 20
+BATCH_ROWS = 10_000
+
+
+def _stored_rows(url: str) -> int:
+    """Reservations the warehouse side stored (a run that stored nothing proves nothing)."""
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0])
+
+
+def _credentials(emu: dict[str, Any]) -> dict[str, Any]:
+    return {"base_url": emu["base_url"], "account_sid": emu["account_sid"],
+            "auth_token": emu["auth_token"], "concurrency": 8}
+
+
+def read_everything(emu: dict[str, Any]) -> tuple[float, int]:
+    """The project's reads of every worker (records discarded): seconds and rows."""
+    from pipelines.loading import list_workers_by_workspace, resolve_workspaces
+    from pipelines.taskrouter import TaskRouterClient
+    from pipelines.taskrouter.credentials import choose_credentials
+
+    credentials = choose_credentials(emu["account_sid"], emu["auth_token"])
+    with TaskRouterClient(credentials, emu["base_url"]) as client:
+        listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
+        started = time.perf_counter()
+        rows = 0
+        for workspace, sids in listing.items():
+            for read in client.read_reservations(workspace, sids):
+                if not read.complete:
+                    raise RuntimeError(f"worker {read.worker_sid} was not read: the run is not valid")
+                rows += len(read.records)
+        return time.perf_counter() - started, rows
+
+
+def write_everything(records_file: str, warehouse_url: str) -> float:
+    """The sync's warehouse side on the records in ``records_file``: its seconds."""
+    from warehouse.engine import create_warehouse_engine
+    from warehouse.migrate import ensure_schema
+
+    batches = worker_batches(orjson.loads(Path(records_file).read_bytes()), BATCH_ROWS)
+    engine = create_warehouse_engine(warehouse_url)
+    ensure_schema(engine)
+    started = time.perf_counter()
+    load_batches_like_the_sync(engine, batches)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return seconds
+
+
+def _warehouse_child(records_file: str, warehouse_url: str, pipe: Any) -> None:
+    """Runs in the spawned process: load everything, say ready, wait for go, write, report."""
+    from warehouse.engine import create_warehouse_engine
+    from warehouse.migrate import ensure_schema
+
+    batches = worker_batches(orjson.loads(Path(records_file).read_bytes()), BATCH_ROWS)
+    engine = create_warehouse_engine(warehouse_url)
+    ensure_schema(engine)
+    pipe.send("ready")
+    pipe.recv()
+    started = time.perf_counter()
+    load_batches_like_the_sync(engine, batches)
+    pipe.send(time.perf_counter() - started)
+    engine.dispose()
+
+
+def _beside_a_thread(emu: dict[str, Any], records_file: str, url: str) -> dict[str, float]:
+    from warehouse.engine import create_warehouse_engine
+    from warehouse.migrate import ensure_schema
+
+    batches = worker_batches(orjson.loads(Path(records_file).read_bytes()), BATCH_ROWS)
+    engine = create_warehouse_engine(url)
+    ensure_schema(engine)
+    outcome: dict[str, Any] = {}
+
+    def write() -> None:
+        began = time.perf_counter()
+        try:
+            load_batches_like_the_sync(engine, batches)
+        except BaseException as error:  # noqa: BLE001 - reported by the caller
+            outcome["error"] = error
+        outcome["seconds"] = time.perf_counter() - began
+
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    writer = threading.Thread(target=write, name="warehouse")
+    writer.start()
+    reads, rows = read_everything(emu)
+    writer.join()
+    both = time.perf_counter() - started
+    engine.dispose()
+    if "error" in outcome:
+        raise outcome["error"]
+    return {"reads_seconds": reads, "rows": rows, "warehouse_seconds": outcome["seconds"],
+            "both_seconds": both, "cpu_seconds": cpu_seconds() - cpu_before}
+
+
+def _beside_a_process(emu: dict[str, Any], records_file: str, url: str) -> dict[str, float]:
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_warehouse_child, args=(records_file, url, theirs),
+                            name="warehouse")
+    child.start()
+    try:
+        if not ours.poll(300) or ours.recv() != "ready":
+            raise RuntimeError("the warehouse process did not get ready")
+        cpu_before, started = cpu_seconds(), time.perf_counter()
+        ours.send("go")
+        reads, rows = read_everything(emu)
+        if not ours.poll(600):
+            raise RuntimeError("the warehouse process did not finish")
+        warehouse = float(ours.recv())
+        both = time.perf_counter() - started
+    finally:
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+    if child.exitcode != 0:
+        raise RuntimeError(f"the warehouse process failed (exit code {child.exitcode})")
+    return {"reads_seconds": reads, "rows": rows, "warehouse_seconds": warehouse,
+            "both_seconds": both, "cpu_seconds": cpu_seconds() - cpu_before}
+
+
+def run(quick: bool = False, workers: int | None = None, reservations: int | None = None,
+        repetitions: int | None = None) -> list[dict[str, Any]]:
+    workers = workers or (40 if quick else 1000)
+    reservations = reservations or (20 if quick else 100)
+    repetitions = repetitions or (1 if quick else 3)
+    samples: dict[str, list[dict[str, float]]] = {}
+    import pipelines.loading  # noqa: F401  (imported before any clock: start-up is no one's cost)
+    import warehouse.migrate  # noqa: F401
+    import warehouse.summary  # noqa: F401
+    with tempfile.TemporaryDirectory(prefix="bench-contention-") as tmp, \
+            emulator(workers, reservations, LATENCY_MS) as emu:
+        folder = Path(tmp)
+        records, _, _ = pooled_fetch(_credentials(emu), keep=True)  # the warehouse side's input
+        records_file = folder / "records.json"
+        records_file.write_bytes(orjson.dumps(records))
+        del records
+        for rep in range(repetitions):
+            cpu_before = cpu_seconds()
+            reads, rows = read_everything(emu)
+            samples.setdefault("reads_alone", []).append(
+                {"reads_seconds": reads, "rows": rows, "both_seconds": reads,
+                 "cpu_seconds": cpu_seconds() - cpu_before})
+            url = f"sqlite:///{folder}/alone-{rep}.db"
+            cpu_before = cpu_seconds()
+            warehouse = write_everything(str(records_file), url)
+            samples.setdefault("warehouse_alone", []).append(
+                {"warehouse_seconds": warehouse, "both_seconds": warehouse,
+                 "cpu_seconds": cpu_seconds() - cpu_before, "rows_stored": _stored_rows(url)})
+            for scenario, beside in (("reads_with_warehouse_thread", _beside_a_thread),
+                                     ("reads_with_warehouse_process", _beside_a_process)):
+                url = f"sqlite:///{folder}/{scenario}-{rep}.db"
+                figures = beside(emu, str(records_file), url)
+                samples.setdefault(scenario, []).append({**figures, "rows_stored": _stored_rows(url)})
+    alone = statistics.median(s["reads_seconds"] for s in samples["reads_alone"])
+    results = []
+    for scenario, runs in samples.items():
+        row: dict[str, Any] = {"scenario": scenario, "workers": workers, "latency_ms": LATENCY_MS,
+                               "repetitions": len(runs),
+                               "rows_read": min((r["rows"] for r in runs if "rows" in r), default=None),
+                               "rows_stored": min((r["rows_stored"] for r in runs
+                                                   if "rows_stored" in r), default=None)}
+        for key in ("reads_seconds", "warehouse_seconds", "both_seconds", "cpu_seconds"):
+            values = [r[key] for r in runs if key in r]
+            row[key] = round(statistics.median(values), 2) if values else None
+        row["reads_vs_alone"] = (round(statistics.median(r["reads_seconds"] for r in runs) / alone, 2)
+                                 if row["reads_seconds"] is not None else None)
+        results.append(row)
+    return results
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="40 workers x 20, one repetition")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--reservations", type=int)
+    parser.add_argument("--repetitions", type=int)
+    parser.add_argument("--output", help="path stem: also write STEM.json and STEM.md")
+    args = parser.parse_args(argv)
+    rows = run(args.quick, args.workers, args.reservations, args.repetitions)
+    text = f"Machine: {machine()}; medians.\n\n{to_markdown(rows)}\n"
+    print(text)
+    if args.output:
+        stem = Path(args.output)
+        stem.with_suffix(".json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+        stem.with_suffix(".md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
