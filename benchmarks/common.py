@@ -69,3 +69,12 @@ def machine() -> str:
         pass
     return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
             f"{datetime.now(UTC):%Y-%m-%d}")
+
+
+def generic_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)

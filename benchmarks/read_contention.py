@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import emulator, machine
+from benchmarks.common import emulator, generic_markdown, machine
 from benchmarks.runners import (
     cpu_seconds,
     load_batches_like_the_sync,
@@ -216,13 +216,6 @@ def run(quick: bool = False, workers: int | None = None, reservations: int | Non
     return results
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="40 workers x 20, one repetition")
@@ -232,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", help="path stem: also write STEM.json and STEM.md")
     args = parser.parse_args(argv)
     rows = run(args.quick, args.workers, args.reservations, args.repetitions)
-    text = f"Machine: {machine()}; medians.\n\n{to_markdown(rows)}\n"
+    text = f"Machine: {machine()}; medians.\n\n{generic_markdown(rows)}\n"
     print(text)
     if args.output:
         stem = Path(args.output)

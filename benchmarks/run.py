@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from benchmarks.common import PG_ADMIN_URL as PG_ADMIN  # noqa: E402
-from benchmarks.common import emulator, machine, scratch_database  # noqa: E402
+from benchmarks.common import emulator, generic_markdown, machine, scratch_database  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 EXTRA_MODULES = {
@@ -195,15 +195,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{r['peak_rss_mb']:.0f} | "
             f"{str(r['speedup_vs_baseline']) + 'x' if 'speedup_vs_baseline' in r else ''} | {ratio_text} |"
         )
-    return "\n".join(lines)
-
-
-def generic_markdown(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(no rows)"
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
 
 
