@@ -46,7 +46,6 @@ from benchmarks.runners import (
 )
 
 LATENCY_MS = 20
-BATCH_ROWS = 10_000
 
 
 def _stored_rows(url: str) -> int:
@@ -79,53 +78,50 @@ def read_everything(emu: dict[str, Any]) -> tuple[float, int]:
         return time.perf_counter() - started, rows
 
 
-def write_everything(records_file: str, warehouse_url: str) -> float:
-    """The sync's warehouse side on the records in ``records_file``: its seconds."""
+def batches_from(records_file: str) -> list[tuple[list[dict[str, Any]], list[str]]]:
+    """The warehouse side's input: the fetched records, cut into the sync's batches."""
+    from pipelines.loading import DEFAULT_BATCH_ROWS
+
+    return worker_batches(orjson.loads(Path(records_file).read_bytes()), DEFAULT_BATCH_ROWS)
+
+
+def fresh_warehouse(warehouse_url: str) -> Any:
     from warehouse.engine import create_warehouse_engine
     from warehouse.migrate import ensure_schema
 
-    batches = worker_batches(orjson.loads(Path(records_file).read_bytes()), BATCH_ROWS)
     engine = create_warehouse_engine(warehouse_url)
     ensure_schema(engine)
+    return engine
+
+
+def write_everything(batches: list[tuple[list[dict[str, Any]], list[str]]], engine: Any) -> float:
+    """The sync's warehouse side on ``batches`` into ``engine`` (then disposed): its seconds."""
     started = time.perf_counter()
-    load_batches_like_the_sync(engine, batches)
-    seconds = time.perf_counter() - started
-    engine.dispose()
-    return seconds
+    try:
+        load_batches_like_the_sync(engine, batches)
+        return time.perf_counter() - started
+    finally:
+        engine.dispose()
 
 
 def _warehouse_child(records_file: str, warehouse_url: str, pipe: Any) -> None:
     """Runs in the spawned process: load everything, say ready, wait for go, write, report."""
-    from warehouse.engine import create_warehouse_engine
-    from warehouse.migrate import ensure_schema
-
-    batches = worker_batches(orjson.loads(Path(records_file).read_bytes()), BATCH_ROWS)
-    engine = create_warehouse_engine(warehouse_url)
-    ensure_schema(engine)
+    batches, engine = batches_from(records_file), fresh_warehouse(warehouse_url)
     pipe.send("ready")
     pipe.recv()
-    started = time.perf_counter()
-    load_batches_like_the_sync(engine, batches)
-    pipe.send(time.perf_counter() - started)
-    engine.dispose()
+    pipe.send(write_everything(batches, engine))
 
 
-def _beside_a_thread(emu: dict[str, Any], records_file: str, url: str) -> dict[str, float]:
-    from warehouse.engine import create_warehouse_engine
-    from warehouse.migrate import ensure_schema
-
-    batches = worker_batches(orjson.loads(Path(records_file).read_bytes()), BATCH_ROWS)
-    engine = create_warehouse_engine(url)
-    ensure_schema(engine)
+def _beside_a_thread(emu: dict[str, Any], batches: list[tuple[list[dict[str, Any]], list[str]]],
+                     url: str) -> dict[str, float]:
+    engine = fresh_warehouse(url)
     outcome: dict[str, Any] = {}
 
     def write() -> None:
-        began = time.perf_counter()
         try:
-            load_batches_like_the_sync(engine, batches)
-        except BaseException as error:  # noqa: BLE001 - reported by the caller
+            outcome["seconds"] = write_everything(batches, engine)
+        except BaseException as error:  # noqa: BLE001 - raised by the caller
             outcome["error"] = error
-        outcome["seconds"] = time.perf_counter() - began
 
     cpu_before, started = cpu_seconds(), time.perf_counter()
     writer = threading.Thread(target=write, name="warehouse")
@@ -133,7 +129,6 @@ def _beside_a_thread(emu: dict[str, Any], records_file: str, url: str) -> dict[s
     reads, rows = read_everything(emu)
     writer.join()
     both = time.perf_counter() - started
-    engine.dispose()
     if "error" in outcome:
         raise outcome["error"]
     return {"reads_seconds": reads, "rows": rows, "warehouse_seconds": outcome["seconds"],
@@ -182,6 +177,7 @@ def run(quick: bool = False, workers: int | None = None, reservations: int | Non
         records_file = folder / "records.json"
         records_file.write_bytes(orjson.dumps(records))
         del records
+        batches = batches_from(str(records_file))  # the in-process arrangements share them
         for rep in range(repetitions):
             cpu_before = cpu_seconds()
             reads, rows = read_everything(emu)
@@ -189,16 +185,18 @@ def run(quick: bool = False, workers: int | None = None, reservations: int | Non
                 {"reads_seconds": reads, "rows": rows, "both_seconds": reads,
                  "cpu_seconds": cpu_seconds() - cpu_before})
             url = f"sqlite:///{folder}/alone-{rep}.db"
+            engine = fresh_warehouse(url)
             cpu_before = cpu_seconds()
-            warehouse = write_everything(str(records_file), url)
+            warehouse = write_everything(batches, engine)
             samples.setdefault("warehouse_alone", []).append(
                 {"warehouse_seconds": warehouse, "both_seconds": warehouse,
                  "cpu_seconds": cpu_seconds() - cpu_before, "rows_stored": _stored_rows(url)})
-            for scenario, beside in (("reads_with_warehouse_thread", _beside_a_thread),
-                                     ("reads_with_warehouse_process", _beside_a_process)):
-                url = f"sqlite:///{folder}/{scenario}-{rep}.db"
-                figures = beside(emu, str(records_file), url)
-                samples.setdefault(scenario, []).append({**figures, "rows_stored": _stored_rows(url)})
+            url = f"sqlite:///{folder}/thread-{rep}.db"
+            samples.setdefault("reads_with_warehouse_thread", []).append(
+                {**_beside_a_thread(emu, batches, url), "rows_stored": _stored_rows(url)})
+            url = f"sqlite:///{folder}/process-{rep}.db"
+            samples.setdefault("reads_with_warehouse_process", []).append(
+                {**_beside_a_process(emu, str(records_file), url), "rows_stored": _stored_rows(url)})
     alone = statistics.median(s["reads_seconds"] for s in samples["reads_alone"])
     results = []
     for scenario, runs in samples.items():
