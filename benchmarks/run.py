@@ -47,12 +47,12 @@ EXTRA_MODULES = {
 
 # loader name -> (runner, extra runner args); on request: project_eager_indexes, the project with
 # its first load keeping every index up to date row by row (the A/B of warehouse.initial_load),
-# and reader_process, the sync with its HTTP readers in a second process (a diagnostic of an
-# architecture the project does not ship: benchmarks.runners)
+# and project_reader_threads, the project with its reader threads in the sync's own process
+# instead of the reader process (the A/B of pipelines.taskrouter.reader_process)
 SYNC_LOADERS: dict[str, tuple[str, dict[str, Any]]] = {
     "project": ("project", {}),
     "project_eager_indexes": ("project", {"defer_indexes": False}),
-    "reader_process": ("reader_process", {}),
+    "project_reader_threads": ("project", {"reader_process": False}),
     "baseline": ("baseline", {}),
 }
 
@@ -162,11 +162,10 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
             "all_seconds": [round(r["seconds"], 3) for r in results],
         }
         for key in ("list_seconds", "load_seconds", "prepare_seconds", "write_seconds",
-                    "index_build_seconds", "summary_seconds", "child_cpu_seconds",
-                    "child_peak_rss_mb"):
+                    "index_build_seconds", "summary_seconds", "reader_peak_rss_mb"):
             if key in results[0]:
                 row[key] = round(_median(results, key), 3)
-        if loader.startswith("project") or loader == "reader_process":
+        if loader.startswith("project"):
             base = samples.get(("baseline", scenario))
             if base:
                 row["speedup_vs_baseline"] = round(_median(base, "seconds") / seconds, 2)

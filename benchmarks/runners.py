@@ -17,12 +17,9 @@ not interpreter start-up), rows, requests, peak_rss_mb and the runner's own figu
   history, deletions; a first load defers its indexes as the sync does) into the project's
   schema, then the summary refresh. A full sync cannot beat the larger of this
   and fetch-only; compared with ``load_only`` it prices the schema and the bookkeeping.
-- ``reader_process`` (diagnostic, on request): the project's sync with its HTTP readers moved
-  to a second process, an architecture the project does NOT ship, measured to price it: a
-  spawned child runs the real ``TaskRouterClient.read_reservations`` and sends each worker's
-  read (re-encoded with orjson) through a pipe; the parent runs the real ``load_reservations``
-  on those reads, then the summary refresh. Start-up of the child is timed. No retries or
-  progress cross the pipe, so it is a ceiling for that design, not a sync to use.
+- ``project`` with ``{"reader_process": false}`` (the ``project_reader_threads`` loader of
+  ``run.py``): the same sync with its reader threads in the sync's own process instead of the
+  child process the product uses by default (``pipelines/taskrouter/reader_process.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -64,8 +60,8 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
     ensure_schema(engine)
     credentials = choose_credentials(args["account_sid"], args["auth_token"])
     started = time.perf_counter()
-    with TaskRouterClient(credentials, args["base_url"],
-                          concurrency=args.get("concurrency", 8)) as client:
+    with TaskRouterClient(credentials, args["base_url"], concurrency=args.get("concurrency", 8),
+                          reader_process=args.get("reader_process", True)) as client:
         listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
         listed = time.perf_counter()
         figures = load_reservations(client, engine, listing,
@@ -90,6 +86,7 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
         "write_seconds": round(figures.write_seconds, 3),
         "index_build_seconds": round(figures.index_build_seconds, 3),
         "summary_seconds": round(ended - refreshing, 3),
+        "reader_peak_rss_mb": round(client.stats.reader_peak_rss_mb, 1),
     }
 
 
@@ -292,96 +289,16 @@ def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "rows": rows, "requests": 0, "timed_cpu_seconds": round(cpu, 3)}
 
 
-# -- reader_process (diagnostic) --------------------------------------------------------------
-def _read_in_child(pipe: Any, args: dict[str, Any], listing: dict[str, list[str]]) -> None:
-    from pipelines.taskrouter import TaskRouterClient
-    from pipelines.taskrouter.credentials import choose_credentials
-
-    credentials = choose_credentials(args["account_sid"], args["auth_token"])
-    with TaskRouterClient(credentials, args["base_url"],
-                          concurrency=args.get("concurrency", 8)) as client:
-        for ws, sids in listing.items():
-            for read in client.read_reservations(ws, sids):
-                pipe.send_bytes(orjson.dumps([read.workspace_sid, read.worker_sid, read.records,
-                                              read.pages, read.outcome, read.error]))
-        pipe.send_bytes(orjson.dumps({"requests": client.stats.requests, "peak_rss_mb": _vm_hwm_mb()}))
-    pipe.close()
-
-
-def _vm_hwm_mb() -> float:
-    """This process's peak RSS since its exec (ru_maxrss of a spawned child still counts the
-    parent's pages it held between fork and exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return peak_rss_mb()
-
-
-class _PipeReads:
-    """What ``load_reservations`` needs of a client, fed by the child's pipe."""
-
-    def __init__(self, pipe: Any) -> None:
-        from pipelines.taskrouter.client import ClientStats
-
-        self.pipe, self.stats = pipe, ClientStats()
-        self.child_peak_rss_mb = 0.0
-
-    def read_reservations(self, ws: str, sids: list[str], status: str | None = None):  # type: ignore[no-untyped-def]
-        from pipelines.taskrouter import WorkerRead
-
-        while isinstance(message := orjson.loads(self.pipe.recv_bytes()), list):
-            yield WorkerRead(*message)
-        self.stats.requests += message["requests"]
-        self.child_peak_rss_mb = message["peak_rss_mb"]
-
-
-def reader_process(args: dict[str, Any]) -> dict[str, Any]:
-    import multiprocessing
-
-    from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
-    from pipelines.taskrouter import TaskRouterClient
-    from pipelines.taskrouter.credentials import choose_credentials
-    from warehouse.engine import create_warehouse_engine
-    from warehouse.migrate import ensure_schema
-    from warehouse.summary import refresh_changed_days
-
-    engine = create_warehouse_engine(args["warehouse_url"])
-    ensure_schema(engine)
-    credentials = choose_credentials(args["account_sid"], args["auth_token"])
-    cpu_before = cpu_seconds()
-    started = time.perf_counter()
-    with TaskRouterClient(credentials, args["base_url"]) as client:
-        listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
-        listed_requests = client.stats.requests
-    receiving, sending = multiprocessing.Pipe(duplex=False)
-    child = multiprocessing.get_context("spawn").Process(target=_read_in_child,
-                                                         args=(sending, args, listing))
-    child.start()
-    sending.close()
-    reads = _PipeReads(receiving)
-    figures = load_reservations(reads, engine, listing)  # type: ignore[arg-type]
-    refresh_changed_days(engine, "UTC")
-    child.join()
-    seconds = time.perf_counter() - started
-    engine.dispose()
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    child_cpu = children.ru_utime + children.ru_stime
-    return {"seconds": seconds, "rows": figures.rows_seen, "requests": listed_requests + reads.stats.requests,
-            "written": figures.inserted + figures.updated,
-            "write_seconds": round(figures.write_seconds, 3),
-            "prepare_seconds": round(figures.prepare_seconds, 3),
-            "timed_cpu_seconds": round(cpu_seconds() - cpu_before + child_cpu, 3),  # both processes
-            "child_cpu_seconds": round(child_cpu, 3),
-            "child_peak_rss_mb": round(reads.child_peak_rss_mb, 1)}
-
-
 RUNNERS = {"project": project, "baseline": baseline, "fetch_only": fetch_only, "load_only": load_only,
-           "warehouse_only": warehouse_only, "reader_process": reader_process}
+           "warehouse_only": warehouse_only}
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process and its finished children (the sync's reader process)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 
 
 def main() -> None:
@@ -394,8 +311,8 @@ def main() -> None:
     result = RUNNERS[name](json.loads(raw))
     # ceilings that prepare untimed (rows fetched into memory) report the CPU of the timed part
     result["cpu_seconds"] = result.pop("timed_cpu_seconds", round(cpu_seconds() - cpu_before, 3))
-    # a runner with a child process reports the sum of both peaks (an upper bound)
-    result["peak_rss_mb"] = round(peak_rss_mb() + result.get("child_peak_rss_mb", 0.0), 1)
+    # with the reader process: the sum of both processes' peaks (an upper bound of the total)
+    result["peak_rss_mb"] = round(peak_rss_mb() + result.get("reader_peak_rss_mb", 0.0), 1)
     print(json.dumps(result), flush=True)
 
 

@@ -51,6 +51,7 @@ def build_definitions() -> dg.Definitions:
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
         max_attempts=settings.max_attempts,
+        reader_process=settings.reader_process,
     )
     warehouse = WarehouseResource(
         url=_env_or_none("WAREHOUSE_URL") or DEFAULT_WAREHOUSE_URL,

@@ -2,7 +2,8 @@
 
 No Dagster here, so the Dagster assets, the headless ``make sync``, the demo and the
 benchmarks all run exactly this code path. The TaskRouter client fetches workers' pages on a
-bounded thread pool while this thread normalizes and upserts, in batches of a few thousand
+bounded thread pool (by default in a child process: ``pipelines.taskrouter.reader_process``)
+while this thread normalizes and upserts, in batches of a few thousand
 rows, each committed on its own: memory stays flat as the number of workers grows, and a
 failure loses nothing that was already committed.
 """

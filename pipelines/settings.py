@@ -44,6 +44,7 @@ class Settings:
     connect_timeout_s: float
     read_timeout_s: float
     max_attempts: int
+    reader_process: bool
     batch_rows: int
     sync_cron: str
     auto_migrate: bool
@@ -64,6 +65,7 @@ def load_settings() -> Settings:
         connect_timeout_s=float(_float("TASKROUTER_CONNECT_TIMEOUT_S", 5.0) or 5.0),
         read_timeout_s=float(_float("TASKROUTER_READ_TIMEOUT_S", 30.0) or 30.0),
         max_attempts=_int("TASKROUTER_MAX_ATTEMPTS", 6),
+        reader_process=_text("TASKROUTER_READER_PROCESS", "1") not in ("0", "false", "no"),
         batch_rows=_int("SYNC_BATCH_ROWS", 10_000),
         sync_cron=_text("SYNC_CRON", "*/5 * * * *"),
         auto_migrate=_text("WAREHOUSE_AUTO_MIGRATE", "1") not in ("0", "false", "no"),

@@ -65,6 +65,7 @@ class ClientStats:
     pages: int = 0
     bytes: int = 0
     rate_limit_wait_s: float = 0.0
+    reader_peak_rss_mb: float = 0.0  # the reader process's own peak (pipelines.taskrouter.reader_process)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **deltas: float) -> None:
@@ -239,6 +240,7 @@ class TaskRouterClient:
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
         max_retry_wait: float = 120.0,
+        reader_process: bool = False,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE} (TaskRouter error 20007 above)")
@@ -304,6 +306,17 @@ class TaskRouterClient:
         direct = base.scheme in ("http", "https") and bool(base.hostname)
         self._prefix = f"{self.base_url}/" if direct and not (base.query or base.fragment) else None
         self._local = threading.local()  # per thread: its reusable tenacity.Retrying
+        # read_reservations in a child process (pipelines.taskrouter.reader_process), which
+        # builds its own client from these: the same tuning, its own connections
+        self.reader_process = reader_process
+        self._credentials = credentials
+        self._child_options: dict[str, Any] = {
+            "page_size": page_size, "concurrency": self.concurrency,
+            "requests_per_second": requests_per_second, "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout, "max_attempts": self.max_attempts,
+            "backoff_factor": backoff_factor, "backoff_max": backoff_max,
+            "retry_after_max": retry_after_max, "max_retry_wait": max_retry_wait,
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -537,8 +550,15 @@ class TaskRouterClient:
         """Read many workers with a bounded pool; yields as each finishes, so memory stays flat.
 
         At most ``concurrency`` requests are in flight, and at most ``8 x concurrency`` workers
-        are being read or waiting to be consumed. One worker's pages are read in order.
+        are being read or waiting to be consumed. One worker's pages are read in order. With
+        ``reader_process`` the same reads run in a child process (``reader_process`` module).
         """
+        if self.reader_process:
+            from pipelines.taskrouter.reader_process import read_in_child_process
+
+            yield from read_in_child_process(self._credentials, self.base_url, self._child_options,
+                                             workspace_sid, worker_sids, status, self.stats)
+            return
         window = 8 * self.concurrency
         sids = iter(worker_sids)
         pool = _ReaderPool(

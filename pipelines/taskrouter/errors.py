@@ -58,5 +58,9 @@ class UnsafeNextPageUrl(TaskRouterError):
     """
 
 
+class ReaderProcessFailed(TaskRouterError):
+    """The child process reading reservations died or failed outside TaskRouter's answers."""
+
+
 class MissingCredentials(ValueError):
     """No usable TaskRouter credentials in the environment."""

@@ -1,0 +1,204 @@
+"""Reading reservations in a child process, so the sync's own process keeps its GIL for the warehouse.
+
+In one process the reader threads (requests, urllib3, JSON) and the sync's normalizing and
+writing take turns on one GIL: py-spy ``--gil`` shows it held nearly all of a full load, and
+the reads slow down by 1.4x next to the warehouse side (``benchmarks/read_contention.py``).
+Here a child process runs the very same ``TaskRouterClient.read_reservations`` (its reader
+pool, both retry layers, its rate limit) and streams each worker's read back through a pipe;
+the parent only decodes one orjson frame per worker. Measured in one run
+(``benchmarks/run.py --loaders project,project_reader_threads``): see the README.
+
+The child is a plain ``python -m pipelines.taskrouter.reader_process``, not a fork: no copy of
+the parent's threads, locks or database connections, and it imports only this package
+(about 0.2 s). Credentials reach it on stdin, never in its arguments or environment (the
+Twilio variables are removed from the environment it inherits). The parent sees the same
+``WorkerRead`` values, the same exceptions (``TaskRouterAuthError`` and the other
+``TaskRouterError`` kinds are rebuilt from their fields) and live request counters; a child
+that dies raises ``ReaderProcessFailed`` and everything loaded before stays committed. Closing
+the iterator early (the sync failed) kills the child.
+
+Frames, child to parent: a 4-byte little-endian length, then an orjson array:
+``["read", worker_sid, records, pages, outcome, error, stats]``, ``["raise", class, message,
+status, code, more_info, path, stats]`` or ``["done", peak_rss_mb, stats]``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from pipelines.taskrouter.client import ClientStats, TaskRouterClient, WorkerRead
+from pipelines.taskrouter.credentials import CREDENTIAL_VARIABLES, Credentials
+from pipelines.taskrouter.errors import (
+    ReaderProcessFailed,
+    TaskRouterAuthError,
+    TaskRouterBadPage,
+    TaskRouterError,
+    TaskRouterNotFound,
+    UnsafeNextPageUrl,
+)
+
+_HEADER = struct.Struct("<I")
+_ERRORS: dict[str, type[TaskRouterError]] = {
+    cls.__name__: cls for cls in (TaskRouterError, TaskRouterAuthError, TaskRouterNotFound,
+                                  TaskRouterBadPage, UnsafeNextPageUrl)
+}
+_STAT_FIELDS = ("requests", "retries", "pages", "bytes", "rate_limit_wait_s")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_STDERR_TAIL = 2000
+
+
+def read_in_child_process(credentials: Credentials, base_url: str, client_options: dict[str, Any],
+                          workspace_sid: str, worker_sids: Iterable[str], status: str | None,
+                          stats: ClientStats) -> Iterator[WorkerRead]:
+    """``TaskRouterClient.read_reservations`` run by a child process; ``stats`` follows its counters."""
+    job = orjson.dumps({
+        "credentials": {"username": credentials.username, "password": credentials.password,
+                        "kind": credentials.kind},
+        "base_url": base_url, "options": client_options, "workspace_sid": workspace_sid,
+        "worker_sids": list(worker_sids), "status": status,
+    })
+    with tempfile.TemporaryFile() as stderr:
+        child = subprocess.Popen([sys.executable, "-m", "pipelines.taskrouter.reader_process"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                 env=_child_environment(), close_fds=True)
+        try:
+            assert child.stdin is not None and child.stdout is not None
+            try:
+                child.stdin.write(job)
+                child.stdin.close()
+            except BrokenPipeError:
+                pass  # it died at start-up: reported below from its exit code and stderr
+            del job
+            seen = dict.fromkeys(_STAT_FIELDS, 0.0)
+            while (frame := _read_frame(child.stdout)) is not None:
+                message = orjson.loads(frame)
+                del frame
+                kind = message[0]
+                _follow_counters(stats, seen, message[-1])
+                if kind == "read":
+                    _, worker_sid, records, pages, outcome, error, _ = message
+                    del message
+                    yield WorkerRead(workspace_sid, worker_sid, records, pages, outcome, error)
+                elif kind == "raise":
+                    raise _rebuilt(*message[1:7])
+                else:  # "done"
+                    stats.reader_peak_rss_mb = max(stats.reader_peak_rss_mb, message[1])
+                    child.wait(timeout=30)
+                    return
+            code = child.wait(timeout=30)
+            raise ReaderProcessFailed(
+                f"the TaskRouter reader process stopped before it finished (exit code {code}); "
+                f"the workers read so far are loaded, the next sync reads the rest. "
+                f"Its last output: {_tail(stderr) or '(none)'}")
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+def _child_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+    return env
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+def _follow_counters(stats: ClientStats, seen: dict[str, float], now: dict[str, float]) -> None:
+    deltas = {name: now[name] - seen[name] for name in _STAT_FIELDS if now[name] != seen[name]}
+    if deltas:
+        stats.add(**deltas)
+        seen.update(now)
+
+
+def _rebuilt(name: str, message: str, status: int | None, code: int | None,
+             more_info: str | None, path: str | None) -> Exception:
+    cls = _ERRORS.get(name)
+    if cls is None:
+        return ReaderProcessFailed(f"the TaskRouter reader process failed: {name}: {message}")
+    return cls(message, status=status, code=code, more_info=more_info, path=path)
+
+
+def _tail(stderr: IO[bytes]) -> str:
+    stderr.seek(0, os.SEEK_END)
+    stderr.seek(max(0, stderr.tell() - _STDERR_TAIL))
+    return stderr.read().decode("utf-8", "replace").strip()
+
+
+# -- the child ------------------------------------------------------------------------------
+def _write_frame(out: IO[bytes], message: list[Any]) -> None:
+    body = orjson.dumps(message)
+    out.write(_HEADER.pack(len(body)) + body)
+
+
+def _counters(client: TaskRouterClient) -> dict[str, float]:
+    snapshot = client.stats.snapshot()
+    return {name: snapshot[name] for name in _STAT_FIELDS}
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS since its exec (``VmHWM``; 0.0 where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def serve(job: dict[str, Any], out: IO[bytes]) -> None:
+    """The child's work: read every worker of ``job`` and write one frame per worker to ``out``."""
+    secret = job["credentials"]
+    credentials = Credentials(secret["username"], secret["password"], kind=secret["kind"])
+    options = {**job["options"], "reader_process": False}
+    with TaskRouterClient(credentials, job["base_url"], **options) as client:
+        try:
+            for read in client.read_reservations(job["workspace_sid"], job["worker_sids"],
+                                                 status=job["status"]):
+                _write_frame(out, ["read", read.worker_sid, read.records, read.pages,
+                                   read.outcome, read.error, _counters(client)])
+                out.flush()
+        except TaskRouterError as exc:
+            _write_frame(out, ["raise", type(exc).__name__, exc.message, exc.status, exc.code,
+                               exc.more_info, exc.path, _counters(client)])
+        except Exception as exc:  # noqa: BLE001 - carried to the parent, raised there
+            _write_frame(out, ["raise", type(exc).__name__, str(exc), None, None, None, None,
+                               _counters(client)])
+        else:
+            _write_frame(out, ["done", _peak_rss_mb(), _counters(client)])
+        out.flush()
+
+
+def main() -> None:
+    job = orjson.loads(sys.stdin.buffer.read())
+    # the frames get the real stdout to themselves; a stray print goes to stderr instead
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        serve(job, out)
+    except BrokenPipeError:  # the parent stopped listening (it failed or was cancelled)
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main()
