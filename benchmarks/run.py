@@ -47,12 +47,13 @@ EXTRA_MODULES = {
 
 # loader name -> (runner, extra runner args); on request: project_eager_indexes, the project with
 # its first load keeping every index up to date row by row (the A/B of warehouse.initial_load),
-# and project_reader_threads, the project with its reader threads in the sync's own process
-# instead of the reader process (the A/B of pipelines.taskrouter.reader_process)
+# and project_reader_threads / project_reader_process, the project reading every sync in-process /
+# in a child process instead of its default "auto" (the A/B of pipelines.taskrouter.reader_process)
 SYNC_LOADERS: dict[str, tuple[str, dict[str, Any]]] = {
     "project": ("project", {}),
     "project_eager_indexes": ("project", {"defer_indexes": False}),
     "project_reader_threads": ("project", {"reader_process": False}),
+    "project_reader_process": ("project", {"reader_process": True}),
     "baseline": ("baseline", {}),
 }
 

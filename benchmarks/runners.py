@@ -17,9 +17,10 @@ not interpreter start-up), rows, requests, peak_rss_mb and the runner's own figu
   history, deletions; a first load defers its indexes as the sync does) into the project's
   schema, then the summary refresh. A full sync cannot beat the larger of this
   and fetch-only; compared with ``load_only`` it prices the schema and the bookkeeping.
-- ``project`` with ``{"reader_process": false}`` (the ``project_reader_threads`` loader of
-  ``run.py``): the same sync with its reader threads in the sync's own process instead of the
-  child process the product uses by default (``pipelines/taskrouter/reader_process.py``).
+- ``project`` with ``{"reader_process": false}`` or ``true`` (the ``project_reader_threads`` and
+  ``project_reader_process`` loaders of ``run.py``): the same sync with its reader threads always
+  in the sync's own process, or always in a child process; the product's default, "auto", reads a
+  first load in a child process and other syncs in-process (``pipelines/taskrouter/reader_process.py``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
     credentials = choose_credentials(args["account_sid"], args["auth_token"])
     started = time.perf_counter()
     with TaskRouterClient(credentials, args["base_url"], concurrency=args.get("concurrency", 8),
-                          reader_process=args.get("reader_process", True)) as client:
+                          reader_process=args.get("reader_process", "auto")) as client:
         listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
         listed = time.perf_counter()
         figures = load_reservations(client, engine, listing,

@@ -335,7 +335,9 @@ def load_reservations(
           ThreadPoolExecutor(1, thread_name_prefix="writer") as writer):
         writing: Future[BatchResult] | None = None
         for ws, worker_sids in workers_by_workspace.items():
-            reads = client.read_reservations(ws, worker_sids, status=status)
+            # a first load writes every row: worth reading in a child process (client's "auto")
+            reads = client.read_reservations(ws, worker_sids, status=status,
+                                             expect_many_writes=first_load.deferred)
             for records, complete in _batches(reads, batch_rows, figures, meter):
                 # a ReservationStatus filter reads a subset: it can prove no deletion
                 preparing = time.perf_counter()

@@ -34,7 +34,9 @@ class TaskRouterResource(dg.ConfigurableResource):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_attempts: int = 6
-    reader_process: bool = True  # reservations read in a child process (taskrouter.reader_process)
+    # "auto": a first load reads reservations in a child process (taskrouter.reader_process);
+    # "1": every sync does; "0": none (reader threads in the sync's process)
+    reader_process: str = "auto"
 
     def configured_workspaces(self) -> list[str]:
         return [s.strip() for s in self.workspace_sids.split(",") if s.strip()]
@@ -54,7 +56,7 @@ class TaskRouterResource(dg.ConfigurableResource):
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,
             max_attempts=self.max_attempts,
-            reader_process=self.reader_process,
+            reader_process={"1": True, "0": False}.get(self.reader_process, self.reader_process),
         )
         try:
             yield client

@@ -32,6 +32,16 @@ def _text(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
+def _reader_process(raw: str) -> str:
+    """``auto`` (a first load reads in a child process), ``1`` (every sync) or ``0`` (none)."""
+    value = raw.lower()
+    for canonical, spellings in (("auto", ("auto",)), ("1", ("1", "true", "yes", "on")),
+                                 ("0", ("0", "false", "no", "off"))):
+        if value in spellings:
+            return canonical
+    raise ValueError(f"TASKROUTER_READER_PROCESS={raw!r}: use auto, 1 or 0")
+
+
 @dataclass(frozen=True)
 class Settings:
     base_url: str
@@ -44,7 +54,7 @@ class Settings:
     connect_timeout_s: float
     read_timeout_s: float
     max_attempts: int
-    reader_process: bool
+    reader_process: str
     batch_rows: int
     sync_cron: str
     auto_migrate: bool
@@ -65,7 +75,7 @@ def load_settings() -> Settings:
         connect_timeout_s=float(_float("TASKROUTER_CONNECT_TIMEOUT_S", 5.0) or 5.0),
         read_timeout_s=float(_float("TASKROUTER_READ_TIMEOUT_S", 30.0) or 30.0),
         max_attempts=_int("TASKROUTER_MAX_ATTEMPTS", 6),
-        reader_process=_text("TASKROUTER_READER_PROCESS", "1") not in ("0", "false", "no"),
+        reader_process=_reader_process(_text("TASKROUTER_READER_PROCESS", "auto")),
         batch_rows=_int("SYNC_BATCH_ROWS", 10_000),
         sync_cron=_text("SYNC_CRON", "*/5 * * * *"),
         auto_migrate=_text("WAREHOUSE_AUTO_MIGRATE", "1") not in ("0", "false", "no"),

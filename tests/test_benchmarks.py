@@ -33,11 +33,13 @@ def test_bench_harness_runs_on_a_tiny_shape(tmp_path):
 
 
 def test_the_reader_threads_loader_loads_what_the_reader_process_loads(tmp_path):
-    """The A/B of the reader process: the same rows, writes and requests either way, and the
-    default project run counts its reader process's memory (figures are not asserted)."""
+    """The A/B of the reader process: the same rows, writes and requests either way; the
+    default ("auto") reads the full load in a child, whose memory it counts, and the
+    incremental syncs in-process (figures are not asserted)."""
     stem = tmp_path / "bench"
     done = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--loaders", "project,project_reader_threads",
+        [sys.executable, "benchmarks/run.py", "--quick", "--loaders",
+         "project,project_reader_threads,project_reader_process",
          "--output", str(stem)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -45,11 +47,15 @@ def test_the_reader_threads_loader_loads_what_the_reader_process_loads(tmp_path)
     by_key = {(r["loader"], r["scenario"]): r
               for r in json.loads(stem.with_suffix(".json").read_text())["rows"]}
     for scenario in ("full", "noop", "advance"):
-        threads, process = by_key[("project_reader_threads", scenario)], by_key[("project", scenario)]
-        assert (threads["rows"], threads["written"], threads["requests"]) == (
-            process["rows"], process["written"], process["requests"]), scenario
+        auto = by_key[("project", scenario)]
+        threads, process = (by_key[("project_reader_threads", scenario)],
+                            by_key[("project_reader_process", scenario)])
+        for other in (threads, process):
+            assert (other["rows"], other["written"], other["requests"]) == (
+                auto["rows"], auto["written"], auto["requests"]), scenario
         assert 0 < process["reader_peak_rss_mb"] < process["peak_rss_mb"]
         assert threads["reader_peak_rss_mb"] == 0
+        assert (auto["reader_peak_rss_mb"] > 0) == (scenario == "full"), scenario
 
 
 def test_the_read_contention_diagnostic_reads_and_stores_everything_in_each_arrangement():

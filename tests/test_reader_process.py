@@ -163,6 +163,42 @@ def test_an_abandoned_read_leaves_no_child_behind():
     assert reader_children() == []
 
 
+def test_auto_reads_a_first_load_in_a_child_and_later_syncs_in_process(sqlite_url):
+    with Emulator(small_world(), Faults()) as emu:
+        first, client = sync_with_functions(emu, sqlite_url, reader_process="auto")
+        assert client.stats.reader_peak_rss_mb > 0, "the first load was read by a child"
+        again, client = sync_with_functions(emu, sqlite_url, reader_process="auto")
+        assert client.stats.reader_peak_rss_mb == 0, "an incremental sync reads in-process"
+        assert first.inserted == first.rows_seen > 0 and again.unchanged == again.rows_seen
+        assert_matches_truth(sqlite_url, emu.world.truth())
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", "auto"), ("AUTO", "auto"), ("1", "1"),
+                                               ("true", "1"), ("0", "0"), ("off", "0")])
+def test_the_reader_process_setting(monkeypatch, raw, expected):
+    from pipelines.settings import load_settings
+
+    monkeypatch.setenv("TASKROUTER_READER_PROCESS", raw)
+    assert load_settings().reader_process == expected
+
+
+def test_a_misspelt_reader_process_setting_names_the_variable(monkeypatch):
+    from pipelines.settings import load_settings
+
+    monkeypatch.setenv("TASKROUTER_READER_PROCESS", "sometimes")
+    with pytest.raises(ValueError, match="TASKROUTER_READER_PROCESS='sometimes'"):
+        load_settings()
+    with pytest.raises(ValueError, match="reader_process must be"):
+        make_client_without_emulator(reader_process="sometimes")
+
+
+def make_client_without_emulator(**options: object) -> None:
+    from pipelines.taskrouter import TaskRouterClient
+    from pipelines.taskrouter.credentials import choose_credentials
+
+    TaskRouterClient(choose_credentials("AC" + "0" * 32, "token"), "http://127.0.0.1:9", **options)
+
+
 def test_the_child_gets_no_credentials_in_its_environment(monkeypatch):
     for name in CREDENTIAL_VARIABLES:
         monkeypatch.setenv(name, "S3CR3T-value")
