@@ -337,7 +337,7 @@ def load_reservations(
         for ws, worker_sids in workers_by_workspace.items():
             # a first load writes every row: worth reading in a child process (client's "auto")
             reads = client.read_reservations(ws, worker_sids, status=status,
-                                             expect_many_writes=first_load.deferred)
+                                             expect_many_writes=first_load.empty)
             for records, complete in _batches(reads, batch_rows, figures, meter):
                 # a ReservationStatus filter reads a subset: it can prove no deletion
                 preparing = time.perf_counter()

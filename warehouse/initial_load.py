@@ -53,6 +53,12 @@ def _is_empty(conn: Connection) -> bool:
     return conn.execute(sa.select(sa.literal(1)).select_from(reservations).limit(1)).first() is None
 
 
+def reservations_empty(engine: Engine) -> bool:
+    """True before a first load, on every dialect (MySQL/MariaDB defer no indexes to tell)."""
+    with engine.connect() as conn:
+        return _is_empty(conn)
+
+
 def defer_indexes_for_initial_load(engine: Engine) -> bool:
     """Drop the deferrable indexes if this is a first load; True when the load runs without them.
 
@@ -108,6 +114,8 @@ def restore_deferred_indexes(engine: Engine) -> list[str]:
 @dataclass
 class FirstLoad:
     deferred: bool  # the load runs without the deferrable indexes
+    # the table was empty when the load began: every row it reads will be written
+    empty: bool = False
     built: list[str] = field(default_factory=list)  # the indexes its end built
     build_seconds: float = 0.0
 
@@ -118,7 +126,8 @@ def indexes_deferred_if_first_load(engine: Engine) -> Iterator[FirstLoad]:
     ends, raised or not (the rows loaded so far stay committed either way). When the load
     failed and the build fails too (the database went away), the load's own error is the one
     raised; the record stays, and the next load builds the indexes."""
-    first = FirstLoad(defer_indexes_for_initial_load(engine))
+    deferred = defer_indexes_for_initial_load(engine)
+    first = FirstLoad(deferred, empty=deferred or reservations_empty(engine))
     try:
         yield first
     except BaseException:
