@@ -300,8 +300,6 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-
-
 def main() -> None:
     name, raw = sys.argv[1], sys.argv[2]
     if name == "project":  # import before measuring: start-up is not the sync's cost

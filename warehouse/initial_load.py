@@ -53,6 +53,10 @@ def _is_empty(conn: Connection) -> bool:
     return conn.execute(sa.select(sa.literal(1)).select_from(reservations).limit(1)).first() is None
 
 
+def _defers(engine: Engine) -> bool:
+    return engine.dialect.name in DEFERRING_DIALECTS and DEFER_ON_FIRST_LOAD
+
+
 def reservations_empty(engine: Engine) -> bool:
     """True before a first load, on every dialect (MySQL/MariaDB defer no indexes to tell)."""
     with engine.connect() as conn:
@@ -65,7 +69,7 @@ def defer_indexes_for_initial_load(engine: Engine) -> bool:
     True as well when another load already deferred them (the record is there): this load then
     restores them when it ends, whichever finishes first does the building.
     """
-    if engine.dialect.name not in DEFERRING_DIALECTS or not DEFER_ON_FIRST_LOAD:
+    if not _defers(engine):
         return False
 
     def work(conn: Connection) -> bool:
@@ -127,7 +131,8 @@ def indexes_deferred_if_first_load(engine: Engine) -> Iterator[FirstLoad]:
     failed and the build fails too (the database went away), the load's own error is the one
     raised; the record stays, and the next load builds the indexes."""
     deferred = defer_indexes_for_initial_load(engine)
-    first = FirstLoad(deferred, empty=deferred or reservations_empty(engine))
+    # where loads defer, deferring already answered "empty?"; elsewhere ask the table
+    first = FirstLoad(deferred, empty=deferred if _defers(engine) else reservations_empty(engine))
     try:
         yield first
     except BaseException:

@@ -10,7 +10,7 @@ the parent only decodes one orjson frame per worker. Measured in one run
 
 The child is a plain ``python -m pipelines.taskrouter.reader_process``, not a fork: no copy of
 the parent's threads, locks or database connections, and it imports only this package
-(about 0.2 s). Credentials reach it on stdin, never in its arguments or environment (the
+(about 0.3 s). Credentials reach it on stdin, never in its arguments or environment (the
 Twilio variables are removed from the environment it inherits). The parent sees the same
 ``WorkerRead`` values, the same exceptions (``TaskRouterAuthError`` and the other
 ``TaskRouterError`` kinds are rebuilt from their fields) and live request counters; a child
@@ -57,7 +57,6 @@ _ERRORS: dict[str, type[TaskRouterError]] = {
     cls.__name__: cls for cls in (TaskRouterError, TaskRouterAuthError, TaskRouterNotFound,
                                   TaskRouterBadPage, UnsafeNextPageUrl)
 }
-_STAT_FIELDS = ("requests", "retries", "pages", "bytes", "rate_limit_wait_s")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _STDERR_TAIL = 2000
 PIPE_BYTES = 1 << 20
@@ -86,7 +85,7 @@ def read_in_child_process(credentials: Credentials, base_url: str, client_option
             except BrokenPipeError:
                 pass  # it died at start-up: reported below from its exit code and stderr
             del job
-            seen = dict.fromkeys(_STAT_FIELDS, 0.0)
+            seen: dict[str, float] = {}
             while (frame := _read_frame(child.stdout)) is not None:
                 message = orjson.loads(frame)
                 del frame
@@ -141,7 +140,9 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
 
 
 def _follow_counters(stats: ClientStats, seen: dict[str, float], now: dict[str, float]) -> None:
-    deltas = {name: now[name] - seen[name] for name in _STAT_FIELDS if now[name] != seen[name]}
+    """Add what the child's counters (its ``ClientStats.snapshot``) gained since the last frame."""
+    deltas = {name: value - seen.get(name, 0.0) for name, value in now.items()
+              if value != seen.get(name, 0.0)}
     if deltas:
         stats.add(**deltas)
         seen.update(now)
@@ -167,11 +168,6 @@ def _write_frame(out: IO[bytes], message: list[Any]) -> None:
     out.write(_HEADER.pack(len(body)) + body)
 
 
-def _counters(client: TaskRouterClient) -> dict[str, float]:
-    snapshot = client.stats.snapshot()
-    return {name: snapshot[name] for name in _STAT_FIELDS}
-
-
 def _peak_rss_mb() -> float:
     """This process's own peak RSS since its exec (``VmHWM``; 0.0 where /proc is missing)."""
     try:
@@ -189,20 +185,19 @@ def serve(job: dict[str, Any], out: IO[bytes]) -> None:
     credentials = Credentials(secret["username"], secret["password"], kind=secret["kind"])
     options = {**job["options"], "reader_process": False}
     with TaskRouterClient(credentials, job["base_url"], **options) as client:
+        counters = client.stats.snapshot
         try:
             for read in client.read_reservations(job["workspace_sid"], job["worker_sids"],
                                                  status=job["status"]):
                 _write_frame(out, ["read", read.worker_sid, read.records, read.pages,
-                                   read.outcome, read.error, _counters(client)])
+                                   read.outcome, read.error, counters()])
                 out.flush()
-        except TaskRouterError as exc:
-            _write_frame(out, ["raise", type(exc).__name__, exc.message, exc.status, exc.code,
-                               exc.more_info, exc.path, _counters(client)])
         except Exception as exc:  # noqa: BLE001 - carried to the parent, raised there
-            _write_frame(out, ["raise", type(exc).__name__, str(exc), None, None, None, None,
-                               _counters(client)])
+            fields = ([exc.message, exc.status, exc.code, exc.more_info, exc.path]
+                      if isinstance(exc, TaskRouterError) else [str(exc), None, None, None, None])
+            _write_frame(out, ["raise", type(exc).__name__, *fields, counters()])
         else:
-            _write_frame(out, ["done", _peak_rss_mb(), _counters(client)])
+            _write_frame(out, ["done", _peak_rss_mb(), counters()])
         out.flush()
 
 
