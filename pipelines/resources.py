@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import dagster as dg
 from sqlalchemy.engine import Engine
 
+from pipelines.settings import reader_process_choice
 from pipelines.taskrouter import TaskRouterClient
 from pipelines.taskrouter.client import DEFAULT_BASE_URL
 from pipelines.taskrouter.credentials import choose_credentials
@@ -56,7 +57,7 @@ class TaskRouterResource(dg.ConfigurableResource):
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,
             max_attempts=self.max_attempts,
-            reader_process={"1": True, "0": False}.get(self.reader_process, self.reader_process),
+            reader_process=reader_process_choice(self.reader_process),
         )
         try:
             yield client

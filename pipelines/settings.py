@@ -42,6 +42,12 @@ def _reader_process(raw: str) -> str:
     raise ValueError(f"TASKROUTER_READER_PROCESS={raw!r}: use auto, 1 or 0")
 
 
+def reader_process_choice(raw: str) -> bool | str:
+    """A ``TASKROUTER_READER_PROCESS`` spelling as ``TaskRouterClient``'s ``reader_process``:
+    True, False or "auto" (the one parser for the settings and the resource's config)."""
+    return {"1": True, "0": False}.get(_reader_process(raw), "auto")
+
+
 @dataclass(frozen=True)
 class Settings:
     base_url: str

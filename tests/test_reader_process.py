@@ -209,3 +209,14 @@ def test_the_child_gets_no_credentials_in_its_environment(monkeypatch):
     assert "S3CR3T" not in repr(env)
     root = str(Path(__file__).resolve().parents[1])
     assert env["PYTHONPATH"].split(os.pathsep) == [root, "/somewhere/else"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("auto", "auto"), ("1", True), ("yes", True),
+                                               ("0", False), ("False", False)])
+def test_the_resource_config_takes_the_settings_spellings(raw, expected):
+    from pipelines.resources import TaskRouterResource
+
+    resource = TaskRouterResource(account_sid="AC" + "0" * 32, auth_token="secret",
+                                  base_url="http://127.0.0.1:9", reader_process=raw)
+    with resource.client() as client:
+        assert client.reader_process == expected
