@@ -42,6 +42,7 @@ EXTRA_MODULES = {
     "shards": "benchmarks.shards",
     "history": "benchmarks.warehouse_history",
     "contention": "benchmarks.read_contention",
+    "readcost": "benchmarks.read_cost",
 }
 
 

@@ -73,3 +73,20 @@ def test_the_read_contention_diagnostic_reads_and_stores_everything_in_each_arra
                      "reads_with_warehouse_process"):
         assert rows[scenario]["rows_stored"] == 40 * 20, scenario
         assert rows[scenario]["warehouse_seconds"] > 0
+
+
+def test_the_read_cost_benchmark_reads_everything_in_every_arrangement():
+    """Figures are not asserted; every arrangement and reader count must read every row with
+    the same requests, or comparing their CPU means nothing."""
+    from benchmarks.read_cost import run
+
+    rows = run(quick=True)
+    assert {(r["arrangement"], r["concurrency"]) for r in rows} == {
+        ("threads", 1), ("process", 1), ("threads", 8), ("process", 8), ("fetch_only", 8)}
+    for row in rows:
+        assert row["rows"] == 40 * 20, row
+        assert row["seconds"] > 0 and row["cpu_seconds"] > 0, row
+    client_requests = {r["requests"] for r in rows if r["arrangement"] != "fetch_only"}
+    assert client_requests == {40}  # one page per worker: PageSize=1000 > 20 reservations
+    assert next(r for r in rows if r["arrangement"] == "process" and r["concurrency"] == 8)[
+        "vs_process_8"] == 1.0
