@@ -3,6 +3,8 @@ the machine line its figures are reported with."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import tempfile
@@ -78,3 +80,24 @@ def generic_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def diagnostic_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every one-emulator diagnostic takes (``read_contention``, ``read_cost``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="40 workers x 20, one repetition")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--reservations", type=int)
+    parser.add_argument("--repetitions", type=int)
+    parser.add_argument("--output", help="path stem: also write STEM.json and STEM.md")
+    return parser
+
+
+def report(rows: list[dict[str, Any]], output: str | None) -> None:
+    """Print a diagnostic's rows as a table with the machine line; keep them at ``output``."""
+    text = f"Machine: {machine()}; medians.\n\n{generic_markdown(rows)}\n"
+    print(text)
+    if output:
+        stem = Path(output)
+        stem.with_suffix(".json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+        stem.with_suffix(".md").write_text(text)

@@ -24,8 +24,6 @@ Usage: ``python -m benchmarks.read_contention [--quick] [--workers N] [--reserva
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
 import sqlite3
 import statistics
@@ -37,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import emulator, generic_markdown, machine
+from benchmarks.common import diagnostic_arguments, emulator, report
 from benchmarks.runners import (
     cpu_seconds,
     load_batches_like_the_sync,
@@ -215,20 +213,8 @@ def run(quick: bool = False, workers: int | None = None, reservations: int | Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="40 workers x 20, one repetition")
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--reservations", type=int)
-    parser.add_argument("--repetitions", type=int)
-    parser.add_argument("--output", help="path stem: also write STEM.json and STEM.md")
-    args = parser.parse_args(argv)
-    rows = run(args.quick, args.workers, args.reservations, args.repetitions)
-    text = f"Machine: {machine()}; medians.\n\n{generic_markdown(rows)}\n"
-    print(text)
-    if args.output:
-        stem = Path(args.output)
-        stem.with_suffix(".json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
-        stem.with_suffix(".md").write_text(text)
+    args = diagnostic_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    report(run(args.quick, args.workers, args.reservations, args.repetitions), args.output)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,13 @@ Usage: ``python -m benchmarks.read_cost [--quick] [--workers N] [--reservations 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import emulator, generic_markdown, machine
+from benchmarks.common import diagnostic_arguments, emulator, report
 from benchmarks.run import control
 from benchmarks.runners import cpu_seconds, pooled_fetch
 
@@ -133,24 +131,14 @@ def run(quick: bool = False, workers: int | None = None, reservations: int | Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="40 workers x 20, one repetition")
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--reservations", type=int)
-    parser.add_argument("--repetitions", type=int)
+    parser = diagnostic_arguments(__doc__.splitlines()[0])
     parser.add_argument("--latencies", help="comma list of ms per request (default 0,20)")
     parser.add_argument("--concurrency", help="comma list of reader counts (default 1,2,4,8,16)")
-    parser.add_argument("--output", help="path stem: also write STEM.json and STEM.md")
     args = parser.parse_args(argv)
     rows = run(args.quick, args.workers, args.reservations, args.repetitions,
                [float(x) for x in args.latencies.split(",")] if args.latencies else None,
                [int(x) for x in args.concurrency.split(",")] if args.concurrency else None)
-    text = f"Machine: {machine()}; medians.\n\n{generic_markdown(rows)}\n"
-    print(text)
-    if args.output:
-        stem = Path(args.output)
-        stem.with_suffix(".json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
-        stem.with_suffix(".md").write_text(text)
+    report(rows, args.output)
 
 
 if __name__ == "__main__":
