@@ -101,3 +101,24 @@ def report(rows: list[dict[str, Any]], output: str | None) -> None:
         stem = Path(output)
         stem.with_suffix(".json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
         stem.with_suffix(".md").write_text(text)
+
+
+def emulator_client(emu: dict[str, Any], **options: Any) -> Any:
+    """The project's ``TaskRouterClient`` for an ``emulator()``, with the emulator's credentials."""
+    from pipelines.taskrouter import TaskRouterClient
+    from pipelines.taskrouter.credentials import choose_credentials
+
+    return TaskRouterClient(choose_credentials(emu["account_sid"], emu["auth_token"]),
+                            emu["base_url"], **options)
+
+
+def read_every_worker(client: Any, listing: dict[str, list[str]]) -> int:
+    """Every listed worker's reservations read (records discarded); the rows read. A worker
+    left unread makes the run invalid, so it raises instead of reporting a faster run."""
+    rows = 0
+    for workspace, sids in listing.items():
+        for read in client.read_reservations(workspace, sids):
+            if not read.complete:
+                raise RuntimeError(f"worker {read.worker_sid} was not read: the run is not valid")
+            rows += len(read.records)
+    return rows

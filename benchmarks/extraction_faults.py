@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from benchmarks.common import emulator
+from benchmarks.common import emulator, emulator_client
 from benchmarks.runners import baseline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -54,16 +54,13 @@ def sequential_baseline(emu: dict[str, Any], path: Path, wal: bool = False) -> d
 # -- the project's sync -----------------------------------------------------------------------
 def pooled_sync(emu: dict[str, Any], path: Path, **client_options: Any) -> dict[str, Any]:
     from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
-    from pipelines.taskrouter import TaskRouterClient
-    from pipelines.taskrouter.credentials import choose_credentials
     from warehouse.engine import create_warehouse_engine
     from warehouse.migrate import ensure_schema
 
     engine = create_warehouse_engine(f"sqlite:///{path}")
     ensure_schema(engine)
-    credentials = choose_credentials(emu["account_sid"], emu["auth_token"])
     started = time.perf_counter()
-    with TaskRouterClient(credentials, emu["base_url"], **client_options) as client:
+    with emulator_client(emu, **client_options) as client:
         listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
         figures = load_reservations(client, engine, listing)
         stats = client.stats.snapshot()

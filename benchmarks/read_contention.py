@@ -35,7 +35,13 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import diagnostic_arguments, emulator, report
+from benchmarks.common import (
+    diagnostic_arguments,
+    emulator,
+    emulator_client,
+    read_every_worker,
+    report,
+)
 from benchmarks.runners import (
     cpu_seconds,
     load_batches_like_the_sync,
@@ -60,19 +66,11 @@ def _credentials(emu: dict[str, Any]) -> dict[str, Any]:
 def read_everything(emu: dict[str, Any]) -> tuple[float, int]:
     """The project's reads of every worker (records discarded): seconds and rows."""
     from pipelines.loading import list_workers_by_workspace, resolve_workspaces
-    from pipelines.taskrouter import TaskRouterClient
-    from pipelines.taskrouter.credentials import choose_credentials
 
-    credentials = choose_credentials(emu["account_sid"], emu["auth_token"])
-    with TaskRouterClient(credentials, emu["base_url"]) as client:
+    with emulator_client(emu) as client:
         listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
         started = time.perf_counter()
-        rows = 0
-        for workspace, sids in listing.items():
-            for read in client.read_reservations(workspace, sids):
-                if not read.complete:
-                    raise RuntimeError(f"worker {read.worker_sid} was not read: the run is not valid")
-                rows += len(read.records)
+        rows = read_every_worker(client, listing)
         return time.perf_counter() - started, rows
 
 

@@ -25,11 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import diagnostic_arguments, emulator, report
+from benchmarks.common import (
+    diagnostic_arguments,
+    emulator,
+    emulator_client,
+    read_every_worker,
+    report,
+)
 from benchmarks.run import control
 from benchmarks.runners import cpu_seconds, pooled_fetch
-
-DEFAULT_CONCURRENCY = 8  # the client's default: the row the others are compared with
+from pipelines.taskrouter.client import DEFAULT_CONCURRENCY  # the row the others are compared with
 
 
 def emulator_cpu_seconds(pid: int) -> float | None:
@@ -44,28 +49,14 @@ def emulator_cpu_seconds(pid: int) -> float | None:
 def read_with_the_client(emu: dict[str, Any], listing: dict[str, list[str]], concurrency: int,
                          in_a_process: bool) -> tuple[int, int]:
     """Every listed worker read by the project's client; returns (rows, requests)."""
-    from pipelines.taskrouter import TaskRouterClient
-    from pipelines.taskrouter.credentials import choose_credentials
-
-    credentials = choose_credentials(emu["account_sid"], emu["auth_token"])
-    rows = 0
-    with TaskRouterClient(credentials, emu["base_url"], concurrency=concurrency,
-                          reader_process=in_a_process) as client:
-        for workspace, sids in listing.items():
-            for read in client.read_reservations(workspace, sids):
-                if not read.complete:
-                    raise RuntimeError(f"worker {read.worker_sid} was not read: the run is not valid")
-                rows += len(read.records)
-        return rows, int(client.stats.requests)
+    with emulator_client(emu, concurrency=concurrency, reader_process=in_a_process) as client:
+        return read_every_worker(client, listing), int(client.stats.requests)
 
 
 def _listing(emu: dict[str, Any]) -> dict[str, list[str]]:
     from pipelines.loading import list_workers_by_workspace, resolve_workspaces
-    from pipelines.taskrouter import TaskRouterClient
-    from pipelines.taskrouter.credentials import choose_credentials
 
-    credentials = choose_credentials(emu["account_sid"], emu["auth_token"])
-    with TaskRouterClient(credentials, emu["base_url"]) as client:
+    with emulator_client(emu) as client:
         return list_workers_by_workspace(client, resolve_workspaces(client, None))
 
 

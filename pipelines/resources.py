@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from pipelines.settings import reader_process_choice
 from pipelines.taskrouter import TaskRouterClient
-from pipelines.taskrouter.client import DEFAULT_BASE_URL
+from pipelines.taskrouter.client import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
 from pipelines.taskrouter.credentials import choose_credentials
 from warehouse.engine import create_warehouse_engine, mask_url, normalize_url
 from warehouse.migrate import ensure_schema
@@ -30,7 +30,7 @@ class TaskRouterResource(dg.ConfigurableResource):
     base_url: str = DEFAULT_BASE_URL
     workspace_sids: str = ""
     page_size: int = 1000
-    concurrency: int = 8
+    concurrency: int = DEFAULT_CONCURRENCY
     requests_per_second: float | None = None
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0

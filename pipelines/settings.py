@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from datetime import date
 
-from pipelines.taskrouter.client import DEFAULT_BASE_URL
+from pipelines.taskrouter.client import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
 
 
 def _float(name: str, default: float | None) -> float | None:
@@ -76,7 +76,7 @@ def load_settings() -> Settings:
         reporting_timezone=_text("REPORTING_TIMEZONE", "UTC"),
         summary_start_date=start,
         page_size=_int("TASKROUTER_PAGE_SIZE", 1000),
-        concurrency=_int("TASKROUTER_CONCURRENCY", 8),
+        concurrency=_int("TASKROUTER_CONCURRENCY", DEFAULT_CONCURRENCY),
         requests_per_second=_float("TASKROUTER_REQUESTS_PER_SECOND", None) or None,
         connect_timeout_s=float(_float("TASKROUTER_CONNECT_TIMEOUT_S", 5.0) or 5.0),
         read_timeout_s=float(_float("TASKROUTER_READ_TIMEOUT_S", 30.0) or 30.0),

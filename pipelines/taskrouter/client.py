@@ -51,6 +51,8 @@ from pipelines.taskrouter.ratelimit import RateLimiter
 
 DEFAULT_BASE_URL = "https://taskrouter.twilio.com"
 MAX_PAGE_SIZE = 1000
+# Requests in flight at once: TaskRouter's per-resource rate limits, not speed, set it (README).
+DEFAULT_CONCURRENCY = 8
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Bodies are read in one piece where the length is known (requests' default is 10 KiB chunks).
 _READ_CHUNK = 1 << 20
@@ -231,7 +233,7 @@ class TaskRouterClient:
         base_url: str = DEFAULT_BASE_URL,
         *,
         page_size: int = MAX_PAGE_SIZE,
-        concurrency: int = 8,
+        concurrency: int = DEFAULT_CONCURRENCY,
         requests_per_second: float | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
