@@ -15,8 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.helpers import assert_summary_consistent, stored_daily_counts, warehouse_frame
+from warehouse.history import record_status_changes
 from warehouse.normalize import normalize_reservations
-from warehouse.schema import reservation_daily_status_counts, reservations
+from warehouse.schema import (
+    reservation_daily_status_counts,
+    reservation_status_history,
+    reservations,
+)
 from warehouse.state import REPORTING_TIMEZONE, read_state
 from warehouse.summary import refresh_changed_days, refresh_range
 from warehouse.upsert import UpsertCounts, upsert_reservations
@@ -193,6 +198,45 @@ def test_counts_are_exact_on_a_larger_mixed_batch(engine, pg_copy_min_rows, monk
     assert len(rows) == 7000
     statuses = pd.Series({s: r["reservation_status"] for s, r in rows.items()}).value_counts()
     assert statuses.to_dict() == {"pending": 5000, "accepted": 2000}
+
+
+@pytest.mark.parametrize("pg_copy_min_rows", [None, 1], ids=["unnest", "pg-copy"])
+def test_status_history_is_the_same_on_both_postgresql_write_paths(engine, pg_copy_min_rows,
+                                                                   monkeypatch):
+    # history batches of >= PG_COPY_MIN_ROWS go through binary COPY and a staging table on
+    # PostgreSQL, smaller ones through unnest; elsewhere both ids run the same path
+    monkeypatch.setattr("warehouse.history.PG_COPY_MIN_ROWS", pg_copy_min_rows)
+    monkeypatch.setattr("warehouse.upsert.PG_COPY_MIN_ROWS", pg_copy_min_rows)
+    first = [rec(f"WR{n:04d}", "pending", "2026-11-20T10:00:07Z", name=HOSTILE[n % len(HOSTILE)])
+             for n in range(1200)]
+    second = [rec(f"WR{n:04d}", "accepted" if n % 2 else "pending", "2026-11-20T10:01:00Z")
+              for n in range(1200)]
+
+    def load_with_history(records: list[dict[str, Any]], now: datetime) -> int:
+        with engine.begin() as conn:
+            written = upsert_reservations(conn, normalize_reservations(records).rows, now)
+            return record_status_changes(conn, written.written_rows, now)
+
+    assert load_with_history(first, NOW) == 1200
+    later = NOW + timedelta(minutes=5)
+    assert load_with_history(second, later) == 600  # only the status changes
+    with engine.begin() as conn:  # the same rows again: insert-if-absent adds nothing
+        again = pd.DataFrame({"sid": ["WR0001"], "reservation_status": ["accepted"],
+                              "previous_status": ["pending"],
+                              "date_created": [pd.Timestamp("2026-11-20T10:00:00Z")],
+                              "date_updated": [pd.Timestamp("2026-11-20T10:01:00Z")]})
+        record_status_changes(conn, again, later)
+    with engine.connect() as conn:
+        got = pd.DataFrame(conn.execute(sa.select(reservation_status_history)).mappings().all())
+    assert len(got) == 1800
+    moved = got[got["reservation_status"] == "accepted"]
+    assert len(moved) == 600 and set(moved["previous_status"]) == {"pending"}
+    assert set(moved["seconds_since_created"]) == {60}
+    assert {pd.Timestamp(t).tz_convert("UTC") for t in moved["observed_at"]} == {pd.Timestamp(later)}
+    inserted = got[got["previous_status"].isna()]
+    assert len(inserted) == 1200 and set(inserted["seconds_since_created"]) == {7}
+    assert {pd.Timestamp(t).tz_convert("UTC") for t in inserted["date_updated"]} == {
+        pd.Timestamp("2026-11-20T10:00:07Z")}
 
 
 def test_timestamps_keep_microseconds_and_read_back_aware_utc(engine):

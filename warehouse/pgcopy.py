@@ -1,0 +1,48 @@
+"""PostgreSQL bulk writes: rows streamed with binary ``COPY`` into a session's staging table.
+
+``INSERT ... ON CONFLICT`` cannot take its rows from ``COPY`` directly, so big batches go to a
+temporary table (``ON COMMIT DELETE ROWS``: empty again after every transaction, kept for the
+pooled connection's next one) and from there into the real table in one statement. Binary
+``COPY`` with the column types declared up front lets psycopg pick each column's dumper once
+instead of per value and spares the server parsing text; measured on a 100k-row first load in
+one run: the reservations' ``COPY`` 0.66 -> 0.19 s, the status history 0.95 -> 0.43 s against
+the ``unnest`` of five array parameters it replaced for big batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+
+def stage_like(conn: Connection, stage: str, table: str) -> None:
+    """An empty session-local ``stage`` with ``table``'s columns (and defaults)."""
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                         f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    conn.exec_driver_sql(f"TRUNCATE {stage}")  # a second batch in the same transaction
+
+
+def column_type_oids(conn: Connection, table: str, columns: Sequence[str]) -> list[int]:
+    """``table``'s column type OIDs in ``columns`` order, from the catalog, so a binary
+    ``COPY`` follows whatever the schema's migrations made of each column."""
+    found = dict(conn.exec_driver_sql(
+        "SELECT attname, atttypid::int FROM pg_attribute "
+        f"WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped").all())
+    return [found[c] for c in columns]
+
+
+def copy_rows(conn: Connection, table: str, columns: Sequence[str],
+              rows: Iterable[Sequence[Any]]) -> None:
+    """Stream ``rows`` (driver-ready tuples in ``columns`` order) into ``table`` with binary
+    ``COPY``, in ``conn``'s transaction."""
+    oids = column_type_oids(conn, table, columns)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(oids)
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
