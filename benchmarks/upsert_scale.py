@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import scratch_database  # noqa: E402
-from warehouse import upsert as upsert_module  # noqa: E402
+from warehouse import pgcopy  # noqa: E402
 from warehouse.engine import create_warehouse_engine  # noqa: E402
 from warehouse.lifecycle import status_rank  # noqa: E402
 from warehouse.migrate import ensure_schema  # noqa: E402
@@ -207,8 +207,8 @@ def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...]
                             updated=inc["updated"], unchanged=inc["unchanged"]))
         if database == "postgresql" and staging:
             # the same upsert with its other PostgreSQL write path: executemany for every batch
-            saved = upsert_module.PG_COPY_MIN_ROWS
-            upsert_module.PG_COPY_MIN_ROWS = None
+            saved = pgcopy.COPY_MIN_ROWS
+            pgcopy.COPY_MIN_ROWS = None
             try:
                 with scratch_database(database, "upsert_bench") as url:
                     engine = create_warehouse_engine(url)
@@ -217,7 +217,7 @@ def run(quick: bool = False, rows: int | None = None, databases: tuple[str, ...]
                     em_inc, _ = upsert_pass(engine, second, batch)
                     engine.dispose()
             finally:
-                upsert_module.PG_COPY_MIN_ROWS = saved
+                pgcopy.COPY_MIN_ROWS = saved
             results.append(_row("upsert, executemany path: full load", database, n, em_full,
                                 base_rps))
             results.append(_row("upsert, executemany path: 10% newer, 90% unchanged", database,

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.multirow import execute_multi_row, use_multi_row
-from warehouse.pgcopy import copy_rows, stage_like
+from warehouse.pgcopy import stage_rows, worth_staging
 from warehouse.schema import reservation_status_history as history
 from warehouse.upsert import naive_utc_text
 
@@ -60,11 +60,9 @@ _PG_UNNEST = (
     "ON CONFLICT (sid, reservation_status, date_updated) DO NOTHING"
 )
 
-# PostgreSQL, batches of at least this many rows (None: never): binary COPY into a staging
-# table, then one insert-if-absent from it (warehouse.pgcopy). Measured in one run against the
-# unnest: 100k-row first load 0.43 vs 0.95 s; per batch 4.4 vs 4.3 ms at 200 rows, 8.7 vs 11.7
-# at 1,000, 12.9 vs 20.4 at 2,000, 47 vs 96 at 10,000.
-PG_COPY_MIN_ROWS: int | None = 1000
+# PostgreSQL, batches of at least warehouse.pgcopy.COPY_MIN_ROWS rows: binary COPY into a
+# staging table, then one insert-if-absent from it (100k-row first load: 0.43 s against 0.95 s
+# for the unnest, same run).
 _STAGE = "_history_stage"
 _PG_FROM_STAGE = (
     f"INSERT INTO {history.name} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {_STAGE} "
@@ -116,9 +114,9 @@ def record_status_changes(conn: Connection, written: pd.DataFrame | None, now: d
         "observed_at": [stamp] * len(rows),
     }
     if conn.dialect.name == "postgresql":
-        if PG_COPY_MIN_ROWS is not None and len(rows) >= PG_COPY_MIN_ROWS:
-            stage_like(conn, _STAGE, history.name)
-            copy_rows(conn, _STAGE, COLUMNS, zip(*(data[c] for c in COLUMNS), strict=True))
+        if worth_staging(conn, len(rows)):
+            stage_rows(conn, _STAGE, history.name, COLUMNS,
+                       zip(*(data[c] for c in COLUMNS), strict=True))
             conn.exec_driver_sql(_PG_FROM_STAGE)
         else:  # one statement: the columns as arrays
             conn.exec_driver_sql(_PG_UNNEST, (stamp, *(data[c] for c in COLUMNS[:-1])))

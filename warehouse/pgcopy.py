@@ -16,12 +16,28 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+# Batches of at least this many rows go through a staging table (None: never). Measured per
+# batch in one run: the reservations' upsert against executemany 17.7 vs 19.1 ms at 500 rows,
+# 42 vs 56 at 2,000, 180 vs 258 at 10,000 (half new, half updated rows); the status history
+# against the unnest 4.4 vs 4.3 ms at 200 rows, 8.7 vs 11.7 at 1,000, 47 vs 96 at 10,000.
+# With text COPY the reservations' path only paid from about 5,000 rows.
+COPY_MIN_ROWS: int | None = 1000
 
-def stage_like(conn: Connection, stage: str, table: str) -> None:
-    """An empty session-local ``stage`` with ``table``'s columns (and defaults)."""
+
+def worth_staging(conn: Connection, rows: int) -> bool:
+    """True when a batch of ``rows`` should go through ``stage_rows`` on this connection."""
+    return (conn.dialect.name == "postgresql" and COPY_MIN_ROWS is not None
+            and rows >= COPY_MIN_ROWS)
+
+
+def stage_rows(conn: Connection, stage: str, like: str, columns: Sequence[str],
+               rows: Iterable[Sequence[Any]]) -> None:
+    """Fill a session-local ``stage`` shaped like table ``like`` with exactly ``rows``
+    (driver-ready tuples in ``columns`` order), in ``conn``'s transaction."""
     conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
-                         f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+                         f"(LIKE {like} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     conn.exec_driver_sql(f"TRUNCATE {stage}")  # a second batch in the same transaction
+    copy_rows(conn, stage, columns, rows)
 
 
 def column_type_oids(conn: Connection, table: str, columns: Sequence[str]) -> list[int]:

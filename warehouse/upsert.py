@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.engine import in_list_params, in_list_sql
 from warehouse.multirow import execute_multi_row, use_multi_row
-from warehouse.pgcopy import copy_rows, stage_like
+from warehouse.pgcopy import stage_rows, worth_staging
 from warehouse.schema import (
     RESERVATION_COLUMNS,
     WORKER_COLUMNS,
@@ -185,11 +185,7 @@ def _execute_many(conn: Connection, kind: str, frame: pd.DataFrame, columns: Seq
 
 
 # -- PostgreSQL: COPY into a staging table, then one INSERT ... SELECT ... ON CONFLICT ---------
-# Used for batches of at least this many rows to write (None: never). With text COPY it only
-# paid from about 5,000 rows (benchmarks/upsert_scale.py); binary COPY (warehouse.pgcopy),
-# measured per batch of half new, half updated rows in one run against executemany: 17.7 vs
-# 19.1 ms at 500 rows, 42 vs 56 at 2,000, 94 vs 131 at 5,000, 180 vs 258 at 10,000.
-PG_COPY_MIN_ROWS: int | None = 1000
+# For batches of at least warehouse.pgcopy.COPY_MIN_ROWS rows to write.
 _STAGE = "_reservations_stage"
 
 
@@ -212,9 +208,8 @@ def _merge_sql(dialect: Dialect) -> str:
 def _pg_copy_upsert(conn: Connection, frame: pd.DataFrame) -> None:
     """The conditional upsert of ``frame`` (sorted by sid), its rows streamed with binary
     ``COPY`` into a staging table (``warehouse.pgcopy``)."""
-    stage_like(conn, _STAGE, reservations.name)
     rows = _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
-    copy_rows(conn, _STAGE, RESERVATION_COLUMNS, rows)
+    stage_rows(conn, _STAGE, reservations.name, RESERVATION_COLUMNS, rows)
     conn.exec_driver_sql(_merge_sql(conn.dialect))
 
 
@@ -345,8 +340,7 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> 
         stamp = pd.Timestamp(next_change_stamp(conn, now))
         to_write = to_write.assign(first_loaded_at=stamp, last_changed_at=stamp)
         to_write = to_write.sort_values("sid", kind="stable")
-        if (conn.dialect.name == "postgresql" and PG_COPY_MIN_ROWS is not None
-                and len(to_write) >= PG_COPY_MIN_ROWS):
+        if worth_staging(conn, len(to_write)):
             _pg_copy_upsert(conn, to_write)
         elif use_multi_row(conn):
             _sqlite_multi_row_upsert(conn, to_write)
