@@ -11,6 +11,7 @@ the same run; nothing here asserts on time.
     python benchmarks/run.py                       # the issue's shapes, SQLite (+ PostgreSQL if up)
     python benchmarks/run.py --quick               # a tiny shape: proves the harness works
     python benchmarks/run.py --shapes 1000x100 --latencies 0,20 --repetitions 3
+    python benchmarks/run.py --shapes 1000x100 --latencies 0 --databases mariadb
 """
 
 from __future__ import annotations
@@ -31,10 +32,18 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks.common import PG_ADMIN_URL as PG_ADMIN  # noqa: E402
-from benchmarks.common import emulator, generic_markdown, machine, scratch_database  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    MYSQL_ADMIN_URL,
+    PG_ADMIN_URL,
+    emulator,
+    generic_markdown,
+    machine,
+    scratch_database,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
+# the server databases the harness can load, by --databases name
+SERVERS = {"postgresql": PG_ADMIN_URL, "mariadb": MYSQL_ADMIN_URL}
 EXTRA_MODULES = {
     "upsert": "benchmarks.upsert_scale",
     "faults": "benchmarks.extraction_faults",
@@ -76,23 +85,27 @@ def run_runner(name: str, args: dict[str, Any]) -> dict[str, Any]:
 
 class Databases:
     """Fresh warehouses (``benchmarks.common.scratch_database``), all dropped by ``cleanup``;
-    PostgreSQL only when it is reachable."""
+    PostgreSQL and MariaDB only when their servers are reachable."""
 
     def __init__(self, names: list[str]) -> None:
         self.stack = ExitStack()
-        self.names = [n for n in names if n != "postgresql" or self._pg_reachable()]
+        unknown = sorted(set(names) - set(SERVERS) - {"sqlite"})
+        if unknown:
+            raise SystemExit(f"unknown database(s) {', '.join(unknown)}: sqlite, "
+                             f"{', '.join(SERVERS)}")
+        self.names = [n for n in names if n == "sqlite" or self._reachable(n)]
 
-    def _pg_reachable(self) -> bool:
+    def _reachable(self, name: str) -> bool:
         import sqlalchemy as sa
 
         try:
-            engine = sa.create_engine(PG_ADMIN)
+            engine = sa.create_engine(SERVERS[name])
             with engine.connect():
                 pass
             engine.dispose()
             return True
         except Exception as error:  # noqa: BLE001
-            print(f"PostgreSQL unreachable ({type(error).__name__}): SQLite only", file=sys.stderr)
+            print(f"{name} unreachable ({type(error).__name__}): skipped", file=sys.stderr)
             return False
 
     def fresh(self, name: str) -> str:
@@ -214,7 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shapes", default="1000x100,15000x100",
                    help="comma list of WORKERSxRESERVATIONS (default: the issue's)")
     p.add_argument("--latencies", default="0,20", help="ms per request; 20 ms only runs on the first shape")
-    p.add_argument("--databases", default="sqlite", help="sqlite and/or postgresql")
+    p.add_argument("--databases", default="sqlite", help="comma list of sqlite, postgresql, mariadb")
     p.add_argument("--scenarios", default="full,noop,advance")
     p.add_argument("--repetitions", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=8)

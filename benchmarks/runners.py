@@ -92,18 +92,32 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- baseline ---------------------------------------------------------------------------------
+# The baseline's own table: every column as text, the sid as key (VARCHAR on MySQL/MariaDB,
+# which cannot key a TEXT column).
 BASELINE_DDL = """
 CREATE TABLE IF NOT EXISTS reservations (
-    sid TEXT PRIMARY KEY, account_sid TEXT, workspace_sid TEXT, worker_sid TEXT,
+    sid {key} PRIMARY KEY, account_sid TEXT, workspace_sid TEXT, worker_sid TEXT,
     worker_name TEXT, task_sid TEXT, reservation_status TEXT, date_created TEXT,
     date_updated TEXT, url TEXT, links TEXT
 )"""
 
 
-def _baseline_upsert_sql(paramstyle: str) -> str:
-    mark = "?" if paramstyle == "qmark" else "%s"
+def _baseline_ddl(dialect: str) -> str:
+    return BASELINE_DDL.format(key="VARCHAR(34)" if dialect == "mysql" else "TEXT")
+
+
+def _baseline_upsert_sql(dialect: str) -> str:
+    """The hand-written upsert: newer ``date_updated`` wins, per dialect's own syntax."""
+    mark = "?" if dialect == "sqlite" else "%s"
     columns = ", ".join(RESERVATION_COLUMNS)
     values = ", ".join([mark] * len(RESERVATION_COLUMNS))
+    if dialect == "mysql":
+        # assignments run left to right and see the columns already assigned: date_updated,
+        # which the condition reads, goes last
+        newer = "VALUES(date_updated) > date_updated"
+        kept = [c for c in RESERVATION_COLUMNS[1:] if c != "date_updated"] + ["date_updated"]
+        updates = ", ".join(f"{c} = IF({newer}, VALUES({c}), {c})" for c in kept)
+        return f"INSERT INTO reservations ({columns}) VALUES ({values}) ON DUPLICATE KEY UPDATE {updates}"
     updates = ", ".join(f"{c} = excluded.{c}" for c in RESERVATION_COLUMNS[1:])
     return (f"INSERT INTO reservations ({columns}) VALUES ({values}) "
             f"ON CONFLICT(sid) DO UPDATE SET {updates} "
@@ -111,15 +125,23 @@ def _baseline_upsert_sql(paramstyle: str) -> str:
 
 
 def _connect(url: str) -> tuple[Any, str]:
-    """A plain DB-API connection (the baseline does not use SQLAlchemy)."""
+    """A plain DB-API connection (the baseline does not use SQLAlchemy) and its dialect."""
     if url.startswith("sqlite:///"):
         import sqlite3
 
-        return sqlite3.connect(url[len("sqlite:///"):]), "qmark"
+        return sqlite3.connect(url[len("sqlite:///"):]), "sqlite"
+    if url.startswith(("mysql", "mariadb")):
+        import pymysql
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        return pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
+                               password=parsed.password or "", database=parsed.database,
+                               charset="utf8mb4"), "mysql"
     import psycopg
 
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    return psycopg.connect(dsn), "format"
+    return psycopg.connect(dsn), "postgresql"
 
 
 def _as_tuple(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -131,14 +153,14 @@ def _as_tuple(r: dict[str, Any]) -> tuple[Any, ...]:
 def baseline(args: dict[str, Any]) -> dict[str, Any]:
     """``args["wal"]``: SQLite in WAL with synchronous=NORMAL (the project's settings), so a
     comparison need not lean on the default fsync per commit."""
-    conn, paramstyle = _connect(args["baseline_url"])
+    conn, dialect = _connect(args["baseline_url"])
     cur = conn.cursor()
-    if args.get("wal") and paramstyle == "qmark":
+    if args.get("wal") and dialect == "sqlite":
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute(BASELINE_DDL)
+    cur.execute(_baseline_ddl(dialect))
     conn.commit()
-    sql = _baseline_upsert_sql(paramstyle)
+    sql = _baseline_upsert_sql(dialect)
     session = requests.Session()
     session.auth = (args["account_sid"], args["auth_token"])
     base = args["base_url"]
@@ -222,13 +244,13 @@ def load_only(args: dict[str, Any]) -> dict[str, Any]:
     records, rows, _ = pooled_fetch(args, keep=True)  # not timed: the rows are "already in memory"
     tuples = [_as_tuple(r) for r in records]
     del records
-    conn, paramstyle = _connect(args["baseline_url"])
+    conn, dialect = _connect(args["baseline_url"])
     cur = conn.cursor()
-    cur.execute(BASELINE_DDL)
+    cur.execute(_baseline_ddl(dialect))
     conn.commit()
     cpu_before = cpu_seconds()
     started = time.perf_counter()
-    cur.executemany(_baseline_upsert_sql(paramstyle), tuples)
+    cur.executemany(_baseline_upsert_sql(dialect), tuples)
     conn.commit()
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before

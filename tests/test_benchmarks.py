@@ -90,3 +90,57 @@ def test_the_read_cost_benchmark_reads_everything_in_every_arrangement():
     assert client_requests == {40}  # one page per worker: PageSize=1000 > 20 reservations
     assert next(r for r in rows if r["arrangement"] == "process" and r["concurrency"] == 8)[
         "vs_process_8"] == 1.0
+
+
+def test_the_baselines_upsert_keeps_the_newer_version_on_every_database(warehouse_url):
+    """The baseline is only a fair yardstick if its hand-written upsert is right: an older
+    version leaves the row alone, a newer one replaces every column (MySQL/MariaDB's
+    left-to-right assignments included)."""
+    from benchmarks.runners import (
+        RESERVATION_COLUMNS,
+        _baseline_ddl,
+        _baseline_upsert_sql,
+        _connect,
+    )
+
+    def row(updated: str, status: str) -> tuple[str, ...]:
+        values = {c: f"{c}-{status}" for c in RESERVATION_COLUMNS}
+        values.update(sid="WR1", date_updated=updated, reservation_status=status)
+        return tuple(values[c] for c in RESERVATION_COLUMNS)
+
+    conn, dialect = _connect(warehouse_url)
+    try:
+        cur = conn.cursor()
+        cur.execute(_baseline_ddl(dialect))
+        sql = _baseline_upsert_sql(dialect)
+        cur.executemany(sql, [row("2026-11-03T12:00:00Z", "pending")])
+        cur.executemany(sql, [row("2026-11-03T11:00:00Z", "rejected")])  # older: ignored
+        conn.commit()
+        cur.execute("SELECT reservation_status, date_updated, task_sid FROM reservations")
+        assert list(cur.fetchall()) == [("pending", "2026-11-03T12:00:00Z", "task_sid-pending")]
+        cur.executemany(sql, [row("2026-11-03T13:00:00Z", "accepted")])  # newer: replaces all
+        conn.commit()
+        cur.execute("SELECT reservation_status, date_updated, task_sid FROM reservations")
+        assert list(cur.fetchall()) == [("accepted", "2026-11-03T13:00:00Z", "task_sid-accepted")]
+    finally:
+        conn.close()
+
+
+def test_the_harness_runs_on_the_server_databases(tmp_path, postgres_url, mariadb_url):
+    """`--databases postgresql,mariadb`: every loader runs on both (the fixtures make sure the
+    servers are up, or skip, or fail under REQUIRE_SERVICES=1); figures are not asserted."""
+    stem = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--databases", "postgresql,mariadb",
+         "--output", str(stem)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    rows = json.loads(stem.with_suffix(".json").read_text())["rows"]
+    for database in ("postgresql", "mariadb"):
+        by_key = {(r["loader"], r["scenario"]): r for r in rows if r["database"] == database}
+        assert by_key[("project", "full")]["written"] == 600, database
+        assert by_key[("project", "noop")]["written"] == 0, database
+        assert by_key[("baseline", "full")]["rows"] == 600, database
+        for ceiling in ("fetch_only", "load_only", "warehouse_only"):
+            assert by_key[(ceiling, "full")]["rows"] == 600, (database, ceiling)
