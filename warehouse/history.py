@@ -18,6 +18,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.multirow import execute_multi_row, use_multi_row
+from warehouse.mysqlbulk import execute_insert, use_column_escaping
 from warehouse.pgcopy import stage_rows, worth_staging
 from warehouse.schema import reservation_status_history as history
 from warehouse.upsert import naive_utc_text
@@ -120,6 +121,9 @@ def record_status_changes(conn: Connection, written: pd.DataFrame | None, now: d
             conn.exec_driver_sql(_PG_FROM_STAGE)
         else:  # one statement: the columns as arrays
             conn.exec_driver_sql(_PG_UNNEST, (stamp, *(data[c] for c in COLUMNS[:-1])))
+        return len(rows)
+    if use_column_escaping(conn):
+        execute_insert(conn, sql, data)
         return len(rows)
     if order is not None:
         params: list[Any] = list(zip(*(data[c] for c in order), strict=True))

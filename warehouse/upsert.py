@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.engine import in_list_params, in_list_sql
 from warehouse.multirow import execute_multi_row, use_multi_row
+from warehouse.mysqlbulk import execute_insert, use_column_escaping
 from warehouse.pgcopy import stage_rows, worth_staging
 from warehouse.schema import (
     RESERVATION_COLUMNS,
@@ -165,13 +166,17 @@ def _bind_column(series: pd.Series, dialect_name: str) -> list[Any]:
     return values.where(~missing, None).tolist() if missing.any() else values.tolist()
 
 
-def _bind_rows(frame: pd.DataFrame, columns: Sequence[str], dialect: Dialect,
-               order: tuple[str, ...] | None) -> list[Any]:
+def _bind_columns(frame: pd.DataFrame, columns: Sequence[str], dialect: Dialect) -> dict[str, list[Any]]:
     name = _dialect_name(dialect)
     if name != "postgresql" and "available" in frame.columns:
         frame = frame.assign(available=frame["available"].map(
             lambda v: None if v is None or v != v else int(bool(v))))
-    data = {c: _bind_column(frame[c], name) for c in columns}
+    return {c: _bind_column(frame[c], name) for c in columns}
+
+
+def _bind_rows(frame: pd.DataFrame, columns: Sequence[str], dialect: Dialect,
+               order: tuple[str, ...] | None) -> list[Any]:
+    data = _bind_columns(frame, columns, dialect)
     if order is not None:
         return list(zip(*(data[c] for c in order), strict=True))
     return [dict(zip(columns, row, strict=True)) for row in zip(*(data[c] for c in columns), strict=True)]
@@ -179,6 +184,9 @@ def _bind_rows(frame: pd.DataFrame, columns: Sequence[str], dialect: Dialect,
 
 def _execute_many(conn: Connection, kind: str, frame: pd.DataFrame, columns: Sequence[str]) -> None:
     sql, order = _compiled(kind, conn.dialect)
+    if use_column_escaping(conn):  # MySQL/MariaDB: the whole batch, statements cut by size
+        execute_insert(conn, sql, _bind_columns(frame, columns, conn.dialect))
+        return
     for start in range(0, len(frame), WRITE_CHUNK):
         chunk = frame.iloc[start : start + WRITE_CHUNK]
         conn.exec_driver_sql(sql, _bind_rows(chunk, columns, conn.dialect, order))
