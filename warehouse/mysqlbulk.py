@@ -34,6 +34,8 @@ COLUMN_ESCAPING = True
 # default max_allowed_packet (16 and 64 MiB) whatever the text.
 MAX_STATEMENT_CHARS = 1_024_000
 _SEPARATOR = "\x01"  # not in escape_string's table: it comes out of the escaping unchanged
+_PLACEHOLDER = re.compile(r"%\(([^)]+)\)s")
+_NO_PARAMETERS = {"no_parameters": True}
 
 
 def _replacements() -> list[tuple[str, str]] | None:
@@ -60,8 +62,6 @@ def _escape(text: str) -> str:
         if special in text:
             text = text.replace(special, escaped)
     return text
-_PLACEHOLDER = re.compile(r"%\(([^)]+)\)s")
-_NO_PARAMETERS = {"no_parameters": True}
 
 
 def use_column_escaping(conn: Connection) -> bool:
@@ -91,10 +91,12 @@ def _text_literals(values: list[Any]) -> list[str] | None:
     present = [v for v in values if v is not None]
     if any(type(v) is not str for v in present):
         return None
+    if not present:
+        return ["NULL"] * len(values)
     joined = _SEPARATOR.join(present)
-    if joined.count(_SEPARATOR) != max(len(present) - 1, 0):
+    if joined.count(_SEPARATOR) != len(present) - 1:
         return None  # a text holds the separator itself
-    escaped = iter(_escape(joined).split(_SEPARATOR)) if present else iter(())
+    escaped = iter(_escape(joined).split(_SEPARATOR))
     return ["NULL" if v is None else f"'{next(escaped)}'" for v in values]
 
 
@@ -117,11 +119,10 @@ def execute_insert(conn: Connection, sql: str, columns: Mapping[str, Sequence[An
     for PyMySQL) once for every row of ``columns`` (equal-length driver-ready lists, by
     placeholder name), in ``conn``'s transaction."""
     prefix, names, postfix = _split_insert(sql)
-    count = len(columns[names[0]])
-    if count == 0:
+    if not columns[names[0]]:
         return
-    literals = [_literals(list(columns[name])) for name in names] if _backslash_escapes(conn) else [None]
-    if any(column is None for column in literals):
+    literals = [_literals(list(columns[name])) for name in names] if _backslash_escapes(conn) else []
+    if not literals or any(column is None for column in literals):
         rows = [dict(zip(names, row, strict=True))
                 for row in zip(*(columns[name] for name in names), strict=True)]
         conn.exec_driver_sql(sql, rows)  # the driver's own executemany
