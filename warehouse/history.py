@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from warehouse.multirow import execute_multi_row, use_multi_row
 from warehouse.mysqlbulk import execute_insert, use_column_escaping
-from warehouse.pgcopy import stage_rows, worth_staging
+from warehouse.pgcopy import copy_new_rows, stage_rows, worth_staging
 from warehouse.schema import reservation_status_history as history
 from warehouse.upsert import naive_utc_text
 
@@ -61,9 +61,11 @@ _PG_UNNEST = (
     "ON CONFLICT (sid, reservation_status, date_updated) DO NOTHING"
 )
 
-# PostgreSQL, batches of at least warehouse.pgcopy.COPY_MIN_ROWS rows: binary COPY into a
-# staging table, then one insert-if-absent from it (100k-row first load: 0.43 s against 0.95 s
-# for the unnest, same run).
+# PostgreSQL, batches of at least warehouse.pgcopy.COPY_MIN_ROWS rows: binary COPY straight
+# into the table, since a sync's rows are new (a status it has just seen); only when one is
+# there already (a rerun of rows written before) the batch goes through a staging table and
+# one insert-if-absent from it (100k-row first load: 0.43 s against 0.95 s for the unnest,
+# same run; the direct COPY is cheaper still, warehouse.pgcopy).
 _STAGE = "_history_stage"
 _PG_FROM_STAGE = (
     f"INSERT INTO {history.name} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {_STAGE} "
@@ -116,9 +118,10 @@ def record_status_changes(conn: Connection, written: pd.DataFrame | None, now: d
     }
     if conn.dialect.name == "postgresql":
         if worth_staging(conn, len(rows)):
-            stage_rows(conn, _STAGE, history.name, COLUMNS,
-                       zip(*(data[c] for c in COLUMNS), strict=True))
-            conn.exec_driver_sql(_PG_FROM_STAGE)
+            table_rows = list(zip(*(data[c] for c in COLUMNS), strict=True))
+            if not copy_new_rows(conn, history.name, COLUMNS, table_rows):
+                stage_rows(conn, _STAGE, history.name, COLUMNS, table_rows)
+                conn.exec_driver_sql(_PG_FROM_STAGE)
         else:  # one statement: the columns as arrays
             conn.exec_driver_sql(_PG_UNNEST, (stamp, *(data[c] for c in COLUMNS[:-1])))
         return len(rows)

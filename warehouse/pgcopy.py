@@ -7,6 +7,12 @@ pooled connection's next one) and from there into the real table in one statemen
 instead of per value and spares the server parsing text; measured on a 100k-row first load in
 one run: the reservations' ``COPY`` 0.66 -> 0.19 s, the status history 0.95 -> 0.43 s against
 the ``unnest`` of five array parameters it replaced for big batches.
+
+Rows that cannot conflict (sids the upsert, under the writer lock, found absent) skip the
+staging table: ``copy_new_rows`` streams them into the real table inside a savepoint, and
+returns False, having written nothing, if one is there after all (a writer that bypassed the
+lock), so the caller can take the staging path with its conflict rules. Measured on a 100k-row
+first load (Xeon, 3+3 runs in one session): the writes 2.01-2.10 -> 1.35-1.38 s.
 """
 
 from __future__ import annotations
@@ -38,6 +44,20 @@ def stage_rows(conn: Connection, stage: str, like: str, columns: Sequence[str],
                          f"(LIKE {like} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     conn.exec_driver_sql(f"TRUNCATE {stage}")  # a second batch in the same transaction
     copy_rows(conn, stage, columns, rows)
+
+
+def copy_new_rows(conn: Connection, table: str, columns: Sequence[str],
+                  rows: Iterable[Sequence[Any]]) -> bool:
+    """``copy_rows`` straight into ``table`` in a savepoint of ``conn``'s transaction: True
+    when every row went in, False when a key already existed (nothing of them written)."""
+    savepoint = conn.begin_nested()
+    try:
+        copy_rows(conn, table, columns, rows)
+    except conn.dialect.loaded_dbapi.IntegrityError:
+        savepoint.rollback()
+        return False
+    savepoint.commit()
+    return True
 
 
 def column_type_oids(conn: Connection, table: str, columns: Sequence[str]) -> list[int]:

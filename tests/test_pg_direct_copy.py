@@ -1,0 +1,127 @@
+"""PostgreSQL: new sids are COPY'd straight into the tables, and a key already there falls back.
+
+The upsert classifies a batch under the writer lock, so the sids it finds absent cannot be
+inserted by anyone else before it commits; those rows skip the staging table. These tests run
+on a real PostgreSQL and check which path ran from the session's temp tables (the staging
+table exists only where it was used), that the stored rows are right either way, and that a
+key inserted behind the lock's back costs a fallback, never a lost or overwritten row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from tests.test_warehouse_dialects import NOW, counts, rec, stored
+from warehouse.engine import create_warehouse_engine
+from warehouse.history import record_status_changes
+from warehouse.migrate import ensure_schema
+from warehouse.normalize import normalize_reservations
+from warehouse.pgcopy import copy_new_rows
+from warehouse.schema import reservation_status_history, reservations
+from warehouse.upsert import _pg_write, upsert_reservations
+
+
+@pytest.fixture
+def pg(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", 1)  # every batch big enough
+    engine = create_warehouse_engine(postgres_url)
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def staged(conn: Connection, table: str) -> bool:
+    """True when this session created the staging temp table ``table``."""
+    return conn.exec_driver_sql(f"SELECT to_regclass('pg_temp.{table}')").scalar() is not None
+
+
+def history_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(reservation_status_history)).scalar_one()
+
+
+def test_a_batch_of_new_sids_is_copied_straight_into_both_tables(pg):
+    records = [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(50)]
+    with pg.connect() as conn, conn.begin():
+        written = upsert_reservations(conn, normalize_reservations(records).rows, NOW)
+        assert record_status_changes(conn, written.written_rows, NOW) == 50
+        assert not staged(conn, "_reservations_stage")
+        assert not staged(conn, "_history_stage")
+    assert counts(written) == (50, 0, 0)
+    rows = stored(pg)
+    assert len(rows) == 50 and {r["reservation_status"] for r in rows.values()} == {"pending"}
+    assert {r["first_loaded_at"] for r in rows.values()} == {r["last_changed_at"] for r in rows.values()}
+    assert history_count(pg) == 50
+
+
+def test_a_mixed_batch_copies_the_new_sids_and_upserts_only_the_newer(pg):
+    first = [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(20)]
+    with pg.begin() as conn:
+        upsert_reservations(conn, normalize_reservations(first).rows, NOW)
+    second = ([rec(f"WR{n:03d}", "accepted", "2026-11-20T10:00:09Z") for n in range(10)]  # newer
+              + [rec(f"WR{n:03d}", "completed", "2026-11-20T10:00:01Z") for n in range(10, 20)]  # older
+              + [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:07Z") for n in range(20, 35)])  # new
+    with pg.connect() as conn, conn.begin():
+        result = upsert_reservations(conn, normalize_reservations(second).rows,
+                                     NOW + timedelta(minutes=1))
+        assert staged(conn, "_reservations_stage")  # the ten newer versions went this way
+    assert counts(result) == (15, 10, 10)
+    statuses = pd.Series({s: r["reservation_status"] for s, r in stored(pg).items()}).value_counts()
+    assert statuses.to_dict() == {"pending": 25, "accepted": 10}
+
+
+def test_a_sid_inserted_behind_the_lock_sends_the_batch_down_the_conditional_path(pg, caplog):
+    # WR001 "absent" at classification, then there (newer) when the rows are copied: it must
+    # keep its newer version, and every other row must still go in
+    frame = normalize_reservations(
+        [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(5)]).rows
+    stamp = pd.Timestamp(NOW)
+    frame = frame.assign(first_loaded_at=stamp, last_changed_at=stamp).sort_values("sid")
+    newer = normalize_reservations([rec("WR001", "completed", "2026-11-20T11:00:00Z")]).rows
+    with pg.begin() as conn:
+        upsert_reservations(conn, newer, NOW)
+    with caplog.at_level(logging.WARNING, logger="warehouse.upsert"), pg.begin() as conn:
+        _pg_write(conn, frame, pd.Series(True, index=frame.index))
+    assert "bypasses the writer lock" in caplog.text
+    rows = stored(pg)
+    assert sorted(rows) == [f"WR{n:03d}" for n in range(5)]
+    assert rows["WR001"]["reservation_status"] == "completed"
+    assert {rows[s]["reservation_status"] for s in rows if s != "WR001"} == {"pending"}
+
+
+def test_history_rows_already_there_are_kept_and_the_rest_inserted(pg):
+    records = [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(3)]
+    with pg.begin() as conn:
+        written = upsert_reservations(conn, normalize_reservations(records).rows, NOW)
+        record_status_changes(conn, written.written_rows.iloc[:1], NOW)  # WR000's row only
+    later = NOW + timedelta(hours=1)
+    with pg.begin() as conn:  # all three: WR000's is a rerun, the COPY refuses, staging adds two
+        record_status_changes(conn, written.written_rows, later)
+    with pg.connect() as conn:
+        got = conn.execute(sa.select(reservation_status_history.c.sid,
+                                     reservation_status_history.c.observed_at)).all()
+    observed = {sid: pd.Timestamp(at).tz_convert("UTC") for sid, at in got}
+    assert sorted(observed) == ["WR000", "WR001", "WR002"]
+    assert observed["WR000"] == pd.Timestamp(NOW)  # the first observation stays
+    assert observed["WR001"] == observed["WR002"] == pd.Timestamp(later)
+
+
+def test_copy_new_rows_writes_nothing_when_a_key_exists_and_the_transaction_goes_on(pg):
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE copy_probe (k integer PRIMARY KEY, v text)")
+    with pg.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO copy_probe VALUES (1, 'kept')")
+        assert copy_new_rows(conn, "copy_probe", ["k", "v"], [(2, "b"), (1, "clash"), (3, "c")]) is False
+        assert copy_new_rows(conn, "copy_probe", ["k", "v"], [(4, "d"), (5, "e")]) is True
+    with pg.connect() as conn:
+        assert conn.exec_driver_sql("SELECT k, v FROM copy_probe ORDER BY k").all() == [
+            (1, "kept"), (4, "d"), (5, "e")]
+        assert conn.execute(sa.select(sa.func.count()).select_from(reservations)).scalar_one() == 0
