@@ -33,10 +33,6 @@ from warehouse.upsert import UpsertCounts, upsert_reservations, upsert_workers
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_ROWS = 10_000
-# The first batch closes early so the writer starts while the reads fill the next one: on a
-# 100k-row first load into SQLite the first write began at 0.17-0.20 s instead of 0.36-0.42 s
-# and the writer, the bottleneck, then stayed busy (6+6 runs, one session).
-FIRST_BATCH_ROWS = 1_000
 PROGRESS_EVERY_S = 5.0
 MAX_WORKERS_PER_BATCH = 2000  # workers with no reservations still need their deletions checked
 
@@ -183,12 +179,10 @@ def _batches(reads: Iterator[WorkerRead], batch_rows: int, figures: SyncFigures,
     """Group worker reads into batches of about ``batch_rows`` records, recording outcomes.
 
     Yields (records, workers whose reservations are known completely: read to the last page, or
-    404: the worker and all its reservations are gone). A worker never spans two batches; the
-    first batch closes at ``FIRST_BATCH_ROWS``, so the writer does not wait for a full one.
+    404: the worker and all its reservations are gone). A worker never spans two batches.
     """
     batch: list[dict[str, Any]] = []
     complete: list[str] = []
-    limit = min(batch_rows, FIRST_BATCH_ROWS)
     for read in reads:
         figures.workers_read += 1
         if read.outcome == "ok":
@@ -206,10 +200,9 @@ def _batches(reads: Iterator[WorkerRead], batch_rows: int, figures: SyncFigures,
             continue
         batch.extend(read.records)
         complete.append(read.worker_sid)
-        if len(batch) >= limit or len(complete) >= MAX_WORKERS_PER_BATCH:
+        if len(batch) >= batch_rows or len(complete) >= MAX_WORKERS_PER_BATCH:
             yield batch, complete
             batch, complete = [], []
-            limit = batch_rows
     if batch or complete:
         yield batch, complete
 
