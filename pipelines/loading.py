@@ -226,6 +226,7 @@ class PreparedBatch:
     unchanged: int
     returned_sids: list[str]
     gone: list[str]
+    expect_new: bool = False  # a first load's batch: nothing stored to compare with (screen=False)
 
 
 def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str] | None = None,
@@ -248,7 +249,7 @@ def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str
     screened = screen_records(records, stored)
     gone = stored.gone(screened.seen_sids) if complete_workers is not None else []
     return PreparedBatch(normalize_reservations(screened.pending), screened.unchanged,
-                         screened.returned_sids, gone)
+                         screened.returned_sids, gone, expect_new=not screen)
 
 
 def write_batch(engine: Engine, prepared: PreparedBatch, now: datetime | None = None) -> BatchResult:
@@ -258,7 +259,7 @@ def write_batch(engine: Engine, prepared: PreparedBatch, now: datetime | None = 
 
     def work(conn: Connection) -> BatchResult:
         stamp = now or datetime.now(UTC)
-        counts = upsert_reservations(conn, normalized.rows, stamp)
+        counts = upsert_reservations(conn, normalized.rows, stamp, expect_new=prepared.expect_new)
         counts.unchanged += prepared.unchanged
         result = BatchResult(counts, normalized.rejected)
         result.history_rows = record_status_changes(conn, counts.written_rows, stamp)
@@ -343,6 +344,8 @@ def load_reservations(
                 preparing = time.perf_counter()
                 prepared = prepare_batch(engine, records, complete if status is None else None,
                                          screen=not first_load.deferred)
+                # a load that adopted a dead one's deferral meets stored rows: stop expecting new
+                prepared.expect_new = prepared.expect_new and not (figures.updated or figures.unchanged)
                 figures.prepare_seconds += time.perf_counter() - preparing
                 del records
                 if writing is not None:

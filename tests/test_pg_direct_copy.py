@@ -4,7 +4,9 @@ The upsert classifies a batch under the writer lock, so the sids it finds absent
 inserted by anyone else before it commits; those rows skip the staging table. These tests run
 on a real PostgreSQL and check which path ran from the session's temp tables (the staging
 table exists only where it was used), that the stored rows are right either way, and that a
-key inserted behind the lock's back costs a fallback, never a lost or overwritten row.
+key inserted behind the lock's back costs a fallback, never a lost or overwritten row. A first
+load's batches (``expect_new``) skip even the lookup of what is stored: the primary key is the
+check, and a batch that clashes is classified exactly as without the hint.
 """
 
 from __future__ import annotations
@@ -125,3 +127,39 @@ def test_copy_new_rows_writes_nothing_when_a_key_exists_and_the_transaction_goes
         assert conn.exec_driver_sql("SELECT k, v FROM copy_probe ORDER BY k").all() == [
             (1, "kept"), (4, "d"), (5, "e")]
         assert conn.execute(sa.select(sa.func.count()).select_from(reservations)).scalar_one() == 0
+
+
+def test_a_first_load_batch_copied_without_a_lookup_has_exact_counts_and_history(pg):
+    records = [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(40)]
+    with pg.connect() as conn, conn.begin():
+        written = upsert_reservations(conn, normalize_reservations(records).rows, NOW,
+                                      expect_new=True)
+        assert record_status_changes(conn, written.written_rows, NOW) == 40
+        assert not staged(conn, "_reservations_stage")
+    assert counts(written) == (40, 0, 0) and written.returned_sids == []
+    assert written.written_rows["previous_status"].isna().all()
+    assert len(stored(pg)) == 40 and history_count(pg) == 40
+
+
+@pytest.mark.parametrize("copy_min_rows", [None, 1], ids=["executemany", "pg-copy"])
+def test_expecting_new_rows_that_are_stored_after_all_changes_nothing_but_speed(
+        engine, copy_min_rows, monkeypatch):
+    # on every database: a batch announced as all new whose sids partly exist is classified
+    # exactly as without the hint (PostgreSQL: the COPY clashes and rolls back to its savepoint)
+    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", copy_min_rows)
+    first = [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(30)]
+    with engine.begin() as conn:
+        upsert_reservations(conn, normalize_reservations(first).rows, NOW)
+    second = ([rec(f"WR{n:03d}", "accepted", "2026-11-20T10:00:09Z") for n in range(10)]  # newer
+              + [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(10, 20)]  # same
+              + [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:06Z") for n in range(30, 40)])  # new
+    later = NOW + timedelta(minutes=1)
+    with engine.begin() as conn:
+        result = upsert_reservations(conn, normalize_reservations(second).rows, later,
+                                     expect_new=True)
+        assert record_status_changes(conn, result.written_rows, later) == 20  # 10 new, 10 moved
+    assert counts(result) == (10, 10, 10)
+    rows = stored(engine)
+    assert len(rows) == 40
+    statuses = pd.Series({s: r["reservation_status"] for s, r in rows.items()}).value_counts()
+    assert statuses.to_dict() == {"pending": 30, "accepted": 10}

@@ -17,7 +17,9 @@ with many rows to write are streamed with ``COPY`` into a temp staging table and
 ``benchmarks/upsert_scale.py``; the ``COPY`` is binary: ``warehouse.pgcopy``). The batch's new
 sids, which under the writer lock nothing else can insert, are ``COPY``'d straight into
 ``reservations`` instead, and only the newer versions take the staging path (a sid found there
-after all sends the whole batch down the conditional path).
+after all sends the whole batch down the conditional path). A first load's batches
+(``expect_new``) are tried that way before anything is read: only if the ``COPY`` clashes does
+the batch go through the lookup and the classification.
 """
 
 from __future__ import annotations
@@ -341,15 +343,43 @@ def next_change_stamp(conn: Connection, now: datetime) -> datetime:
     return stamp
 
 
-def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime) -> UpsertCounts:
+def _copy_if_all_new(conn: Connection, rows: pd.DataFrame, now: datetime) -> UpsertCounts | None:
+    """PostgreSQL, a batch expected to be all new: ``COPY`` it without reading what is stored.
+
+    The primary key is the check: the savepoint's ``COPY`` either inserts every row (so every
+    sid was new and the counts are exact) or none, and then None sends the batch through the
+    classified path. Spares a first load the lookup of every sid (0.35 s per 100k rows).
+    """
+    stamp = pd.Timestamp(next_change_stamp(conn, now))
+    to_write = rows.assign(first_loaded_at=stamp, last_changed_at=stamp).sort_values("sid", kind="stable")
+    bound = _bind_rows(to_write, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
+    if not copy_new_rows(conn, reservations.name, RESERVATION_COLUMNS, bound):
+        return None
+    counts = UpsertCounts(inserted=len(rows))
+    counts.written_rows = pd.DataFrame({
+        "sid": rows["sid"], "reservation_status": rows["reservation_status"],
+        "previous_status": pd.Series(None, index=rows.index, dtype=object),
+        "date_created": rows["date_created"], "date_updated": rows["date_updated"],
+    }).reset_index(drop=True)
+    return counts
+
+
+def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
+                        expect_new: bool = False) -> UpsertCounts:
     """Write the new and newer rows of a normalized batch; returns exact counts.
 
     ``rows`` comes from ``normalize_reservations`` (one row per sid). Runs inside the caller's
-    transaction, so a failure leaves nothing half-written.
+    transaction, so a failure leaves nothing half-written. ``expect_new`` (a first load) lets
+    PostgreSQL try the batch as all-new rows first (``_copy_if_all_new``); the outcome and the
+    counts are the same either way.
     """
     if rows.empty:
         return UpsertCounts()
     lock_writers(conn, RESERVATIONS_WRITER)
+    if expect_new and worth_staging(conn, len(rows)):
+        copied = _copy_if_all_new(conn, rows, now)
+        if copied is not None:
+            return copied
     stored = _stored_versions(conn, rows["sid"].tolist())
     merged = rows.merge(stored, on="sid", how="left")
     is_new = merged["stored_date"].isna()
