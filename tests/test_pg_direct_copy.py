@@ -163,3 +163,31 @@ def test_expecting_new_rows_that_are_stored_after_all_changes_nothing_but_speed(
     assert len(rows) == 40
     statuses = pd.Series({s: r["reservation_status"] for s, r in rows.items()}).value_counts()
     assert statuses.to_dict() == {"pending": 30, "accepted": 10}
+
+
+def test_a_load_that_adopts_a_dead_loads_deferral_over_stored_rows_counts_exactly(
+        postgres_url, emulator, monkeypatch):
+    # the rows are all stored, then a dead first load's record reappears: the next load runs as
+    # a first load (no screen, expecting new rows), clashes, and must still count every row
+    # unchanged, match the API, and build the indexes
+    from tests.helpers import assert_matches_truth
+    from tests.test_initial_load import DEFERRABLE, index_names, sync
+    from warehouse.initial_load import DEFERRED_INDEXES, deferrable_indexes
+    from warehouse.state import write_state
+
+    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", 1)
+    engine = create_warehouse_engine(postgres_url)
+    ensure_schema(engine)
+    truth = emulator.world.truth()
+    assert sync(emulator, engine, batch_rows=50).inserted == len(truth)
+    with engine.begin() as conn:
+        for index in deferrable_indexes():
+            index.drop(conn)
+        write_state(conn, DEFERRED_INDEXES, '["left by a load that died"]')
+    again = sync(emulator, engine, batch_rows=50)
+    assert again.batches > 2 and again.index_build_seconds > 0
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, len(truth))
+    assert again.history_rows == 0
+    assert index_names(engine) >= DEFERRABLE
+    assert_matches_truth(postgres_url, truth)
+    engine.dispose()
