@@ -27,7 +27,7 @@ from warehouse.migrate import ensure_schema
 from warehouse.normalize import normalize_reservations
 from warehouse.pgcopy import copy_new_rows
 from warehouse.schema import reservation_status_history, reservations
-from warehouse.upsert import _pg_write, upsert_reservations
+from warehouse.upsert import UpsertCounts, _pg_write, upsert_reservations
 
 
 @pytest.fixture
@@ -42,6 +42,20 @@ def pg(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
 def staged(conn: Connection, table: str) -> bool:
     """True when this session created the staging temp table ``table``."""
     return conn.exec_driver_sql(f"SELECT to_regclass('pg_temp.{table}')").scalar() is not None
+
+
+def versions(status: str, updated: str, numbers: range) -> list[dict]:
+    """Reservations WR<n> for ``numbers``, all with this status and ``date_updated``."""
+    return [rec(f"WR{n:03d}", status, updated) for n in numbers]
+
+
+def upsert(engine: Engine, records: list[dict], now=NOW, **options) -> UpsertCounts:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        return upsert_reservations(conn, normalize_reservations(records).rows, now, **options)
+
+
+def status_counts(engine: Engine) -> dict[str, int]:
+    return pd.Series({s: r["reservation_status"] for s, r in stored(engine).items()}).value_counts().to_dict()
 
 
 def history_count(engine: Engine) -> int:
@@ -65,19 +79,16 @@ def test_a_batch_of_new_sids_is_copied_straight_into_both_tables(pg):
 
 
 def test_a_mixed_batch_copies_the_new_sids_and_upserts_only_the_newer(pg):
-    first = [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(20)]
-    with pg.begin() as conn:
-        upsert_reservations(conn, normalize_reservations(first).rows, NOW)
-    second = ([rec(f"WR{n:03d}", "accepted", "2026-11-20T10:00:09Z") for n in range(10)]  # newer
-              + [rec(f"WR{n:03d}", "completed", "2026-11-20T10:00:01Z") for n in range(10, 20)]  # older
-              + [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:07Z") for n in range(20, 35)])  # new
+    upsert(pg, versions("pending", "2026-11-20T10:00:05Z", range(20)))
+    second = (versions("accepted", "2026-11-20T10:00:09Z", range(10))  # newer
+              + versions("completed", "2026-11-20T10:00:01Z", range(10, 20))  # older
+              + versions("pending", "2026-11-20T10:00:07Z", range(20, 35)))  # new
     with pg.connect() as conn, conn.begin():
         result = upsert_reservations(conn, normalize_reservations(second).rows,
                                      NOW + timedelta(minutes=1))
         assert staged(conn, "_reservations_stage")  # the ten newer versions went this way
     assert counts(result) == (15, 10, 10)
-    statuses = pd.Series({s: r["reservation_status"] for s, r in stored(pg).items()}).value_counts()
-    assert statuses.to_dict() == {"pending": 25, "accepted": 10}
+    assert status_counts(pg) == {"pending": 25, "accepted": 10}
 
 
 def test_a_sid_inserted_behind_the_lock_sends_the_batch_down_the_conditional_path(pg, caplog):
@@ -147,22 +158,18 @@ def test_expecting_new_rows_that_are_stored_after_all_changes_nothing_but_speed(
     # on every database: a batch announced as all new whose sids partly exist is classified
     # exactly as without the hint (PostgreSQL: the COPY clashes and rolls back to its savepoint)
     monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", copy_min_rows)
-    first = [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(30)]
-    with engine.begin() as conn:
-        upsert_reservations(conn, normalize_reservations(first).rows, NOW)
-    second = ([rec(f"WR{n:03d}", "accepted", "2026-11-20T10:00:09Z") for n in range(10)]  # newer
-              + [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:05Z") for n in range(10, 20)]  # same
-              + [rec(f"WR{n:03d}", "pending", "2026-11-20T10:00:06Z") for n in range(30, 40)])  # new
+    upsert(engine, versions("pending", "2026-11-20T10:00:05Z", range(30)))
+    second = (versions("accepted", "2026-11-20T10:00:09Z", range(10))  # newer
+              + versions("pending", "2026-11-20T10:00:05Z", range(10, 20))  # same
+              + versions("pending", "2026-11-20T10:00:06Z", range(30, 40)))  # new
     later = NOW + timedelta(minutes=1)
     with engine.begin() as conn:
         result = upsert_reservations(conn, normalize_reservations(second).rows, later,
                                      expect_new=True)
         assert record_status_changes(conn, result.written_rows, later) == 20  # 10 new, 10 moved
     assert counts(result) == (10, 10, 10)
-    rows = stored(engine)
-    assert len(rows) == 40
-    statuses = pd.Series({s: r["reservation_status"] for s, r in rows.items()}).value_counts()
-    assert statuses.to_dict() == {"pending": 30, "accepted": 10}
+    assert len(stored(engine)) == 40
+    assert status_counts(engine) == {"pending": 30, "accepted": 10}
 
 
 def test_a_load_that_adopts_a_dead_loads_deferral_over_stored_rows_counts_exactly(
