@@ -228,13 +228,25 @@ def _pg_copy_upsert(conn: Connection, frame: pd.DataFrame) -> None:
     conn.exec_driver_sql(_merge_sql(conn.dialect))
 
 
+def _copy_new_reservations(conn: Connection, frame: pd.DataFrame) -> bool:
+    """``frame`` (stamped, sorted by sid) ``COPY``'d straight into ``reservations``; False, with
+    nothing written, when one of its sids is there already (``warehouse.pgcopy.copy_new_rows``)."""
+    rows = _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
+    return copy_new_rows(conn, reservations.name, RESERVATION_COLUMNS, rows)
+
+
+def _stamped(conn: Connection, frame: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """The rows to write with this transaction's change stamp, sorted by sid (lock order)."""
+    stamp = pd.Timestamp(next_change_stamp(conn, now))
+    return frame.assign(first_loaded_at=stamp, last_changed_at=stamp).sort_values("sid", kind="stable")
+
+
 def _pg_write(conn: Connection, frame: pd.DataFrame, new: pd.Series) -> None:
     """PostgreSQL: the ``new`` rows of ``frame`` (sids absent under the writer lock) ``COPY``'d
     straight into the table when there are enough of them; every other row upserted."""
     fresh = frame[new]
     if worth_staging(conn, len(fresh)):
-        rows = _bind_rows(fresh, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
-        if copy_new_rows(conn, reservations.name, RESERVATION_COLUMNS, rows):
+        if _copy_new_reservations(conn, fresh):
             frame = frame[~new]
         else:
             log.warning("a reservation this batch found absent was there when it was copied: "
@@ -350,10 +362,7 @@ def _copy_if_all_new(conn: Connection, rows: pd.DataFrame, now: datetime) -> Ups
     sid was new and the counts are exact) or none, and then None sends the batch through the
     classified path. Spares a first load the lookup of every sid (0.35 s per 100k rows).
     """
-    stamp = pd.Timestamp(next_change_stamp(conn, now))
-    to_write = rows.assign(first_loaded_at=stamp, last_changed_at=stamp).sort_values("sid", kind="stable")
-    bound = _bind_rows(to_write, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
-    if not copy_new_rows(conn, reservations.name, RESERVATION_COLUMNS, bound):
+    if not _copy_new_reservations(conn, _stamped(conn, rows, now)):
         return None
     counts = UpsertCounts(inserted=len(rows))
     counts.written_rows = pd.DataFrame({
@@ -399,9 +408,7 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
     counts.returned_sids = merged.loc[merged["stored_deleted"].fillna(False).astype(bool),
                                       "sid"].tolist()
     if not to_write.empty:
-        stamp = pd.Timestamp(next_change_stamp(conn, now))
-        to_write = to_write.assign(first_loaded_at=stamp, last_changed_at=stamp)
-        to_write = to_write.sort_values("sid", kind="stable")
+        to_write = _stamped(conn, to_write, now)
         if conn.dialect.name == "postgresql":
             _pg_write(conn, to_write, is_new.loc[to_write.index])
         elif use_multi_row(conn):
