@@ -40,6 +40,8 @@ from benchmarks.common import (  # noqa: E402
     machine,
     scratch_database,
 )
+from benchmarks.targets import judge  # noqa: E402
+from benchmarks.targets import markdown as targets_markdown  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # the server databases the harness can load, by --databases name
@@ -212,14 +214,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
+def update_readme(text: str, readme: Path = ROOT / "README.md") -> None:
+    """Replace what stands between the README's bench markers (only the generated tables live
+    there; the analysis around them is kept). Refuses, rather than appends, without markers."""
     body = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    if start in body and end in body:
-        head, rest = body.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    if body.count(start) != 1 or body.count(end) != 1 or body.index(start) > body.index(end):
+        raise SystemExit(f"{readme}: expected one {start} ... {end} block; README left as it was")
+    head, rest = body.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -263,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                                           args.loaders.split(","))
     finally:
         dbs.cleanup()
-    sections = [f"Machine: {machine()}; {args.repetitions} repetition(s), medians.\n", markdown(rows)]
+    sections = [f"Machine: {machine()}; {args.repetitions} repetition(s), medians.\n", markdown(rows),
+                f"\nTargets judged from this run (`benchmarks/targets.py`):\n\n{targets_markdown(judge(rows))}"]
     extras = list(EXTRA_MODULES) if args.extras == "all" else [e for e in args.extras.split(",") if e]
     extra_results: dict[str, Any] = {}
     for name in extras:
@@ -278,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
         {"machine": machine(), "seconds": round(time.time() - started, 1), "rows": rows,
-         "extras": extra_results}, indent=2))
+         "targets": judge(rows), "extras": extra_results}, indent=2))
     out.with_suffix(".md").write_text(text + "\n")
     print("\n" + text)
     if args.update_readme:

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import PROJECT_ROOT
 
 
@@ -29,7 +31,11 @@ def test_bench_harness_runs_on_a_tiny_shape(tmp_path):
     assert by_key[("project", "advance")]["written"] > 0
     assert "speedup_vs_baseline" in full and "vs_ceiling" in full and full["peak_rss_mb"] > 0
     assert full["write_seconds"] > 0 and full["prepare_seconds"] > 0
-    assert "| project | full |" in stem.with_suffix(".md").read_text()
+    text = stem.with_suffix(".md").read_text()
+    assert "| project | full |" in text and "Targets judged from this run" in text
+    judged = {v["target"]: v["met"] for v in results["targets"]}
+    assert judged["nothing changed: writes 0 rows"] == "yes"
+    assert judged["peak RSS of the 1.5M sync < 300 MB"] == "not measured"  # a tiny shape only
 
 
 def test_the_reader_threads_loader_loads_what_the_reader_process_loads(tmp_path):
@@ -144,3 +150,73 @@ def test_the_harness_runs_on_the_server_databases(tmp_path, postgres_url, mariad
         assert by_key[("baseline", "full")]["rows"] == 600, database
         for ceiling in ("fetch_only", "load_only", "warehouse_only"):
             assert by_key[(ceiling, "full")]["rows"] == 600, (database, ceiling)
+
+
+def _row(shape: str, latency: float, loader: str, scenario: str, seconds: float,
+         **extra: object) -> dict[str, object]:
+    workers, per_worker = (int(x) for x in shape.split("x"))
+    return {"shape": shape, "latency_ms": latency, "database": "sqlite", "loader": loader,
+            "scenario": scenario, "seconds": seconds, "rows": workers * per_worker,
+            "peak_rss_mb": 100.0, **extra}
+
+
+def test_the_targets_are_judged_from_the_runs_own_figures():
+    """Each bound is applied to the ratio the run computed; the 0 ms full-load verdicts name the
+    run's warehouse_only floor, and say when it alone is over what the bound allows."""
+    from benchmarks.targets import judge, markdown
+
+    rows = [
+        _row("1000x100", 0, "baseline", "full", 6.0),
+        _row("1000x100", 0, "fetch_only", "full", 2.0),
+        _row("1000x100", 0, "load_only", "full", 1.0),
+        _row("1000x100", 0, "warehouse_only", "full", 3.5),
+        _row("1000x100", 0, "project", "full", 4.0, speedup_vs_baseline=1.5, vs_ceiling=2.0,
+             written=100_000, peak_rss_mb=250.0),
+        _row("1000x100", 0, "project", "noop", 1.5, written=0, vs_fetch_only=0.75),
+        _row("1000x100", 20, "baseline", "full", 30.0),
+        _row("1000x100", 20, "project", "full", 4.0, speedup_vs_baseline=7.5, vs_ceiling=1.3),
+        _row("1000x100", 20, "project", "noop", 3.0, written=3, vs_fetch_only=1.3),
+        _row("15000x100", 0, "project", "full", 80.0, vs_ceiling=1.9, peak_rss_mb=310.0),
+    ]
+    verdicts = {(v["target"], v["where"]): v for v in judge(rows)}
+    vs_baseline = verdicts[("full load, 0 ms: >= 2x the baseline", "1000x100, 0 ms, sqlite")]
+    assert vs_baseline["met"] == "no" and "(<= 3.00 s)" in vs_baseline["bound"]
+    assert "3.50 s, above the 3.00 s" in vs_baseline["note"]  # the floor alone misses it
+    vs_ceiling = verdicts[("full load, 0 ms: <= 1.5x max(fetch-only, load-only)",
+                           "1000x100, 0 ms, sqlite")]
+    assert vs_ceiling["met"] == "no" and "(<= 3.00 s)" in vs_ceiling["bound"]
+    assert verdicts[("full load, 20 ms: >= 6x the baseline", "1000x100, 20 ms, sqlite")]["met"] == "yes"
+    assert verdicts[("nothing changed: writes 0 rows", "1000x100, 0 ms, sqlite")]["met"] == "yes"
+    assert verdicts[("nothing changed: writes 0 rows", "1000x100, 20 ms, sqlite")]["met"] == "no"
+    assert verdicts[("nothing changed: <= 1.2x fetch-only", "1000x100, 0 ms, sqlite")]["met"] == "yes"
+    assert verdicts[("nothing changed: <= 1.2x fetch-only", "1000x100, 20 ms, sqlite")]["met"] == "no"
+    # the 1.5M shape ran without the baseline: said so, not left out
+    assert verdicts[("full load, 0 ms: >= 2x the baseline", "15000x100, 0 ms, sqlite")][
+        "met"] == "not measured"
+    assert verdicts[("peak RSS of the 1.5M sync < 300 MB", "15000x100, 0 ms, sqlite")]["met"] == "no"
+    flat = verdicts[("peak RSS flat in workers", "1000x100 vs 15000x100, 0 ms, sqlite")]
+    assert flat["met"] == "no" and flat["measured"].startswith("1.24x")
+    assert "| **no** |" in markdown(judge(rows))
+
+
+def test_the_memory_targets_say_what_a_run_without_the_large_shape_lacks():
+    from benchmarks.targets import judge
+
+    rows = [_row("1000x100", 0, "project", "full", 4.0, peak_rss_mb=250.0)]
+    memory = {v["target"]: v for v in judge(rows) if "RSS" in v["target"]}
+    assert {v["met"] for v in memory.values()} == {"not measured"}
+
+
+def test_update_readme_rewrites_only_the_marked_block(tmp_path):
+    """`--update-readme` replaces the generated tables and keeps the analysis around them; a
+    README without exactly one block is left alone with a message."""
+    from benchmarks.run import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:start -->\nold table\n<!-- bench:end -->\nanalysis\n")
+    update_readme("new table", readme)
+    assert readme.read_text() == "intro\n<!-- bench:start -->\nnew table\n<!-- bench:end -->\nanalysis\n"
+    readme.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="expected one"):
+        update_readme("new table", readme)
+    assert readme.read_text() == "no markers here\n"
