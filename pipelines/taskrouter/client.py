@@ -21,6 +21,7 @@ cookies, hooks and params for every page; the URL and headers it sends are the s
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import random
 import threading
@@ -148,19 +149,26 @@ class _LimitedRetry(Retry):
     """urllib3 Retry that shares the request's budget and calls hooks around each retry's wait.
 
     ``on_wait`` gives up the request's in-flight slot while it backs off; ``on_retry`` takes
-    it back, counts the retry and takes a rate-limit slot, so retries obey the limit too.
+    it back, counts the retry and takes a rate-limit slot, so retries obey the limit too;
+    ``on_throttle`` hears every 429, so the shared limiter slows every thread down, not only
+    the one that was told.
     """
 
     on_wait: Any = None
     on_retry: Any = None
+    on_throttle: Any = None
 
     def new(self, **kw: Any) -> _LimitedRetry:
         fresh = super().new(**kw)
         fresh.on_wait, fresh.on_retry = self.on_wait, self.on_retry
+        fresh.on_throttle = self.on_throttle
         return fresh
 
     def increment(self, *args: Any, **kwargs: Any) -> _LimitedRetry:
         _budget.failures += 1
+        response = kwargs.get("response", args[2] if len(args) > 2 else None)
+        if self.on_throttle is not None and getattr(response, "status", None) == 429:
+            self.on_throttle()
         return super().increment(*args, **kwargs)
 
     def is_exhausted(self) -> bool:
@@ -169,9 +177,14 @@ class _LimitedRetry(Retry):
     def get_retry_after(self, response: Any) -> float | None:
         # A Retry-After we cannot read is no reason to give up: back off exponentially instead.
         try:
-            return super().get_retry_after(response)
+            seconds = super().get_retry_after(response)
         except InvalidHeader:
             return None
+        if not seconds:
+            return seconds
+        # Up to half as long again, at random: threads told the same Retry-After at the same
+        # moment would otherwise all come back at the same instant and meet 429 together.
+        return min(float(self.retry_after_max), seconds * (1.0 + 0.5 * random.random()))
 
     def get_backoff_time(self) -> float:
         # urllib3 retries the first failure immediately; a rate-limited API deserves a pause.
@@ -218,10 +231,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an absolute URL; ValueError for one that has none of them."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
+    port = parts.port or (443 if scheme == "https" else 80)  # ValueError: a port out of range
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an absolute http(s) URL")
+    return scheme, parts.hostname.lower(), port
 
 
 class TaskRouterClient:
@@ -285,6 +301,7 @@ class TaskRouterClient:
             raise_on_redirect=False,
         )
         retry.on_wait, retry.on_retry = self._before_backoff, self._before_retry
+        retry.on_throttle = self.limiter.slow_down
         adapter = HTTPAdapter(
             pool_connections=4, pool_maxsize=self.threads + 2, max_retries=retry
         )
@@ -425,7 +442,7 @@ class TaskRouterClient:
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise _BodyFault("response body is not valid JSON") from None
+            body = _lenient_json(content)
         if not isinstance(body, dict):
             raise _BodyFault("response body is not a JSON object")
         return body
@@ -466,9 +483,15 @@ class TaskRouterClient:
             )
         return TaskRouterError(message, **kwargs)
 
-    def _check_same_origin(self, url: str) -> None:
-        if _origin(url) != self._origin:
-            scheme, host, port = _origin(url)
+    def _check_same_origin(self, url: str, path: str | None = None) -> None:
+        try:
+            origin = _origin(url)
+        except ValueError as exc:
+            raise TaskRouterBadPage(
+                f"TaskRouter sent a next page URL that cannot be followed ({exc})", path=path,
+            ) from None
+        if origin != self._origin:
+            scheme, host, port = origin
             raise UnsafeNextPageUrl(
                 f"Refusing to follow a URL on {scheme}://{host}:{port}; only "
                 f"{self.base_url} (TASKROUTER_BASE_URL) receives the credentials"
@@ -481,10 +504,18 @@ class TaskRouterClient:
         """Yield each page's records, following ``meta.next_page_url`` exactly as given."""
         # the next URLs already carry PageSize, filters and the PageToken
         url = _with_query(f"{self.base_url}{path}", {"PageSize": self.page_size, **(params or {})})
+        followed: set[str] = set()
         while url:
+            followed.add(url)
             body = self.get_json(url)
             records, url = self._unwrap_page(body, path)
             self.stats.count_page()
+            if url in followed:  # a page pointing back would be read forever, rows piling up
+                raise TaskRouterBadPage(
+                    f"meta.next_page_url repeats a page already read (after {len(followed)} "
+                    "page(s)): paging would never end", path=path)
+            if url and (self._prefix is None or not url.startswith(self._prefix)):
+                self._check_same_origin(url, path)  # named for this list, before it is asked for
             yield records
 
     def _unwrap_page(
@@ -594,6 +625,28 @@ class TaskRouterClient:
                 yield read
         finally:
             pool.close()
+
+
+def _lenient_json(content: bytes) -> Any:
+    """What orjson refuses but JSON allows: an escaped lone surrogate (``"\\ud83d"``, an emoji
+    cut in half), or nesting deeper than orjson reads. The standard library parses those;
+    lone surrogates become U+FFFD, since no database driver can encode them. Anything else
+    is a body fault, retried like a truncated body."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        raise _BodyFault("response body is not valid JSON") from None
+    return _without_surrogates(body)
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value
 
 
 def _with_query(url: str, params: dict[str, Any]) -> str:
