@@ -42,10 +42,15 @@ def _ensure_dagster_home() -> None:
 
 
 def _scrub(text: str) -> str:
-    """Belt and braces: no secret value leaves through a message we print."""
-    for name in SECRET_VARIABLES:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
+    """Belt and braces: no secret value leaves through a message we print (the Twilio secrets,
+    and the password and secret query parameters of ``WAREHOUSE_URL``, in the forms
+    ``warehouse.engine.url_secrets`` lists). Values shorter than 4 characters are left alone."""
+    from warehouse.engine import url_secrets
+
+    secrets = [os.environ.get(name) or "" for name in SECRET_VARIABLES]
+    secrets += url_secrets(os.environ.get("WAREHOUSE_URL"))
+    for value in sorted(set(secrets), key=len, reverse=True):  # longest first: no partial leftovers
+        if len(value) >= 4:
             text = text.replace(value, "***")
     return text
 

@@ -8,6 +8,8 @@ an unset ``EnvVar`` fails at launch while a missing credential should fail with 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import dagster as dg
 
@@ -20,23 +22,40 @@ from pipelines.schedules import (
     build_sync_job,
     build_sync_schedule,
 )
-from pipelines.settings import load_settings
+from pipelines.settings import SettingsError, load_settings
 from warehouse.engine import DEFAULT_WAREHOUSE_URL
+
+T = TypeVar("T")
 
 
 def _env_or_none(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name, "").strip() else None
 
 
+def _scheduled(name: str, cron: str, build: Callable[[str], T]) -> T:
+    """``build(cron)``; a cron Dagster refuses fails naming the variable, not the schedule."""
+    try:
+        return build(cron)
+    except dg.DagsterInvalidDefinitionError as error:
+        if "cron" not in str(error).lower():
+            raise
+        raise SettingsError(
+            f"{name}={cron!r} is not a cron expression: use 5 fields (minute hour day month "
+            "weekday), e.g. '*/5 * * * *' (every 5 minutes) or '0 6 * * *' (06:00 UTC daily)"
+        ) from None
+
+
 def build_definitions() -> dg.Definitions:
     settings = load_settings()
     assets, _daily = build_assets(settings)
     sync_job = build_sync_job()
-    running = os.environ.get("SYNC_SCHEDULE_RUNNING", "").strip() in ("1", "true", "yes")
-    schedule = build_sync_schedule(sync_job, settings.sync_cron, running=running)
+    running = settings.schedules_running
+    schedule = _scheduled("SYNC_CRON", settings.sync_cron,
+                          lambda cron: build_sync_schedule(sync_job, cron, running=running))
     checks_job = build_daily_checks_job()
-    checks_schedule = build_daily_checks_schedule(
-        checks_job, os.environ.get("DAILY_CHECKS_CRON", "").strip() or "0 6 * * *", running=running
+    checks_schedule = _scheduled(
+        "DAILY_CHECKS_CRON", settings.daily_checks_cron,
+        lambda cron: build_daily_checks_schedule(checks_job, cron, running=running),
     )
     taskrouter = TaskRouterResource(
         account_sid=_env_or_none("TWILIO_ACCOUNT_SID"),

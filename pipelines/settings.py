@@ -1,51 +1,158 @@
-"""Optional settings read once at definitions load, with the defaults the README lists.
+"""Optional settings read once at definitions load, with the defaults the README lists. Every
+value is checked there; the bad ones fail together in one ``SettingsError`` naming each variable.
 
 Secrets are not read here: they reach resources through ``dg.EnvVar`` (see ``definitions.py``).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import TypeVar
+from zoneinfo import ZoneInfo
 
-from pipelines.taskrouter.client import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
+from pipelines.taskrouter.client import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, MAX_PAGE_SIZE
+
+# The yes/no spellings every switch accepts (any case, spaces trimmed).
+TRUE_SPELLINGS = ("1", "true", "yes", "on")
+FALSE_SPELLINGS = ("0", "false", "no", "off")
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+")
+T = TypeVar("T")
 
 
-def _float(name: str, default: float | None) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
+class SettingsError(ValueError):
+    """Optional settings that cannot be used; the message names each variable and its fix."""
+
+
+def _shown(raw: str) -> str:
+    """A bad value for a message (these variables hold no secrets; long values are cut)."""
+    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
+
+
+def parse_flag(name: str, raw: str | None, default: bool) -> bool:
+    """A yes/no variable: 1/true/yes/on or 0/false/no/off in any case; empty means ``default``."""
+    value = (raw or "").strip().lower()
+    if not value:
         return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-
-
-def _int(name: str, default: int) -> int:
-    value = _float(name, default)
-    assert value is not None
-    return int(value)
-
-
-def _text(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
+    if value in TRUE_SPELLINGS:
+        return True
+    if value in FALSE_SPELLINGS:
+        return False
+    raise SettingsError(
+        f"{name}={_shown(raw or '')} is not a yes/no value: use {'/'.join(TRUE_SPELLINGS)} to "
+        f"switch it on or {'/'.join(FALSE_SPELLINGS)} to switch it off (any case; "
+        f"unset or empty means {'on' if default else 'off'})"
+    )
 
 
 def _reader_process(raw: str) -> str:
     """``auto`` (a first load reads in a child process), ``1`` (every sync) or ``0`` (none)."""
-    value = raw.lower()
-    for canonical, spellings in (("auto", ("auto",)), ("1", ("1", "true", "yes", "on")),
-                                 ("0", ("0", "false", "no", "off"))):
-        if value in spellings:
-            return canonical
-    raise ValueError(f"TASKROUTER_READER_PROCESS={raw!r}: use auto, 1 or 0")
+    value = raw.strip().lower()
+    if value == "auto":
+        return "auto"
+    try:
+        return "1" if parse_flag("TASKROUTER_READER_PROCESS", value, False) else "0"
+    except SettingsError:
+        raise SettingsError(
+            f"TASKROUTER_READER_PROCESS={_shown(raw)}: use auto, 1 or 0 "
+            f"(also {'/'.join(TRUE_SPELLINGS[1:])} or {'/'.join(FALSE_SPELLINGS[1:])})"
+        ) from None
 
 
 def reader_process_choice(raw: str) -> bool | str:
     """A ``TASKROUTER_READER_PROCESS`` spelling as ``TaskRouterClient``'s ``reader_process``:
     True, False or "auto" (the one parser for the settings and the resource's config)."""
     return {"1": True, "0": False}.get(_reader_process(raw), "auto")
+
+
+class _Environment:
+    """Reads the optional variables and collects every problem, so one error lists them all."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str:
+        return self.environ.get(name, "").strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def whole(self, name: str, default: int, low: int, high: int | None = None) -> int:
+        raw = self.raw(name)
+        if not raw:
+            return default
+        wanted = (f"a whole number from {low} to {high}" if high is not None
+                  else f"a whole number, at least {low}")
+        if not _WHOLE_NUMBER.fullmatch(raw):
+            return self._problem(f"{name}={_shown(raw)} is not a whole number: use {wanted} "
+                                 f"(default {default})", default)
+        value = int(raw)
+        if value < low or (high is not None and value > high):
+            return self._problem(f"{name}={_shown(raw)} is out of range: use {wanted} "
+                                 f"(default {default})", default)
+        return value
+
+    def positive(self, name: str, default: float | None, unset: str) -> float | None:
+        """A finite number > 0; ``unset`` says what leaving it out means."""
+        raw = self.raw(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            return self._problem(f"{name}={_shown(raw)} is not a number greater than 0: use "
+                                 f"e.g. {default if default is not None else 10:g}, or leave "
+                                 f"it unset for {unset}", default)
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        try:
+            return parse_flag(name, self.environ.get(name), default)
+        except SettingsError as error:
+            return self._problem(str(error), default)
+
+    def reader_process(self, name: str, default: str) -> str:
+        try:
+            return _reader_process(self.text(name, default))
+        except SettingsError as error:
+            return self._problem(str(error), default)
+
+    def zone(self, name: str, default: str) -> str:
+        raw = self.text(name, default)
+        try:
+            ZoneInfo(raw)
+        except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError, ValueError, OSError by key
+            return self._problem(f"{name}={_shown(raw)} is not an IANA time zone: use a name "
+                                 f"such as UTC, Europe/Berlin or America/New_York "
+                                 f"(default {default})", default)
+        return raw
+
+    def day(self, name: str, default: str) -> str:
+        raw = self.text(name, default)
+        try:
+            return date.fromisoformat(raw).isoformat()
+        except ValueError:
+            return self._problem(f"{name}={_shown(raw)} is not a date: use YYYY-MM-DD "
+                                 f"(default {default})", default)
+
+    def http_url(self, name: str, default: str) -> str:
+        raw = self.text(name, default)
+        if not re.fullmatch(r"https?://[^/?#\s]+(/\S*)?", raw, flags=re.IGNORECASE):
+            # not echoed: an API root could carry user:password@
+            return self._problem(f"{name} is not an http(s) URL: use e.g. {default} "
+                                 "(or the emulator's http://127.0.0.1:PORT)", default)
+        return raw
+
+    def _problem(self, message: str, fallback: T) -> T:
+        self.problems.append(message)
+        return fallback
 
 
 @dataclass(frozen=True)
@@ -65,25 +172,36 @@ class Settings:
     sync_cron: str
     auto_migrate: bool
     freshness_minutes: float
+    daily_checks_cron: str = "0 6 * * *"
+    schedules_running: bool = False
 
 
-def load_settings() -> Settings:
-    start = _text("SUMMARY_START_DATE", "2025-01-01")
-    date.fromisoformat(start)  # fail at load with the variable's name in the traceback
-    return Settings(
-        base_url=_text("TASKROUTER_BASE_URL", DEFAULT_BASE_URL),
-        workspace_sids=os.environ.get("TASKROUTER_WORKSPACE_SIDS", "").strip(),
-        reporting_timezone=_text("REPORTING_TIMEZONE", "UTC"),
-        summary_start_date=start,
-        page_size=_int("TASKROUTER_PAGE_SIZE", 1000),
-        concurrency=_int("TASKROUTER_CONCURRENCY", DEFAULT_CONCURRENCY),
-        requests_per_second=_float("TASKROUTER_REQUESTS_PER_SECOND", None) or None,
-        connect_timeout_s=float(_float("TASKROUTER_CONNECT_TIMEOUT_S", 5.0) or 5.0),
-        read_timeout_s=float(_float("TASKROUTER_READ_TIMEOUT_S", 30.0) or 30.0),
-        max_attempts=_int("TASKROUTER_MAX_ATTEMPTS", 6),
-        reader_process=_reader_process(_text("TASKROUTER_READER_PROCESS", "auto")),
-        batch_rows=_int("SYNC_BATCH_ROWS", 10_000),
-        sync_cron=_text("SYNC_CRON", "*/5 * * * *"),
-        auto_migrate=_text("WAREHOUSE_AUTO_MIGRATE", "1") not in ("0", "false", "no"),
-        freshness_minutes=float(_float("FRESHNESS_MAX_AGE_MINUTES", 30.0) or 30.0),
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The optional settings from the environment, each checked: a bad value fails here (at
+    definitions load) with one ``SettingsError`` naming every bad variable and what it accepts."""
+    env = _Environment(os.environ if environ is None else environ)
+    settings = Settings(
+        base_url=env.http_url("TASKROUTER_BASE_URL", DEFAULT_BASE_URL),
+        workspace_sids=env.raw("TASKROUTER_WORKSPACE_SIDS"),
+        reporting_timezone=env.zone("REPORTING_TIMEZONE", "UTC"),
+        summary_start_date=env.day("SUMMARY_START_DATE", "2025-01-01"),
+        page_size=env.whole("TASKROUTER_PAGE_SIZE", MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+        concurrency=env.whole("TASKROUTER_CONCURRENCY", DEFAULT_CONCURRENCY, 1),
+        requests_per_second=env.positive("TASKROUTER_REQUESTS_PER_SECOND", None, "no limit"),
+        connect_timeout_s=env.positive("TASKROUTER_CONNECT_TIMEOUT_S", 5.0, "5 seconds") or 5.0,
+        read_timeout_s=env.positive("TASKROUTER_READ_TIMEOUT_S", 30.0, "30 seconds") or 30.0,
+        max_attempts=env.whole("TASKROUTER_MAX_ATTEMPTS", 6, 1),
+        reader_process=env.reader_process("TASKROUTER_READER_PROCESS", "auto"),
+        batch_rows=env.whole("SYNC_BATCH_ROWS", 10_000, 1),
+        sync_cron=env.text("SYNC_CRON", "*/5 * * * *"),
+        auto_migrate=env.flag("WAREHOUSE_AUTO_MIGRATE", True),
+        freshness_minutes=env.positive("FRESHNESS_MAX_AGE_MINUTES", 30.0, "30 minutes") or 30.0,
+        daily_checks_cron=env.text("DAILY_CHECKS_CRON", "0 6 * * *"),
+        schedules_running=env.flag("SYNC_SCHEDULE_RUNNING", False),
     )
+    if env.problems:
+        raise SettingsError(
+            "Invalid settings in the environment (fix or unset these variables):\n  - "
+            + "\n  - ".join(env.problems)
+        )
+    return settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus, unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -32,8 +34,40 @@ _DRIVERS = {
 }
 
 
+# Query parameters whose values are secrets (psycopg: password, sslpassword; PyMySQL: passwd;
+# ODBC-style pwd; and anything naming a password, secret or token): masked like the password.
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "sslpassword"})
+_SECRET_QUERY_PARTS = ("password", "passwd", "secret", "token")
+_PERCENT_ENCODING_HINT = (
+    "percent-encode special characters in the user name and password: '@' as %40, ':' as %3A, "
+    "'/' as %2F, '?' as %3F, '#' as %23, '%' as %25 (e.g. postgresql://user:p%40ss@host/db)"
+)
+
+
 class WarehouseUrlError(ValueError):
     """A ``WAREHOUSE_URL`` we cannot use; the message shows it with the password masked."""
+
+
+def is_secret_query_key(key: str) -> bool:
+    """True for a URL query parameter that carries a secret (``?password=...`` and the like)."""
+    lowered = key.strip().lower()
+    return lowered in _SECRET_QUERY_KEYS or any(part in lowered for part in _SECRET_QUERY_PARTS)
+
+
+def _refuse_split_password(url: URL, text: str | None) -> None:
+    """An unescaped ``@`` in the password makes the URL split at the wrong ``@``: part of the
+    password becomes the host (or the database), and the driver's "cannot resolve host" error
+    would print it. Refuse such a URL without showing any of it."""
+    split = bool(url.host and "@" in url.host)
+    if not split and text is not None and url.get_backend_name() != "sqlite":
+        # 'user:pa@ss/word@host/db' parses as host 'ss', database 'word@host/db'
+        split = text.count("@") >= 2 and "@" in (url.database or "")
+    if split:
+        raise WarehouseUrlError(
+            "WAREHOUSE_URL has an '@' that is not percent-encoded, so it splits at the wrong "
+            "place (part of the password would be taken for the host). Write each '@' in the "
+            f"password as %40; in general, {_PERCENT_ENCODING_HINT}"
+        )
 
 
 def normalize_url(raw: str | URL | None, root: Path = PROJECT_ROOT) -> URL:
@@ -44,8 +78,9 @@ def normalize_url(raw: str | URL | None, root: Path = PROJECT_ROOT) -> URL:
     except Exception:  # noqa: BLE001 - the raw text may hold a password: never echo it
         raise WarehouseUrlError(
             "WAREHOUSE_URL is not a SQLAlchemy URL (expected e.g. sqlite:///data/warehouse.db, "
-            "postgresql://user@host/db or mysql://user@host/db)"
+            f"postgresql://user@host/db or mysql://user@host/db); {_PERCENT_ENCODING_HINT}"
         ) from None
+    _refuse_split_password(url, None if isinstance(text, URL) else text)
     if url.drivername in _DRIVERS:
         url = url.set(drivername=_DRIVERS[url.drivername])
     backend = url.get_backend_name()
@@ -69,13 +104,53 @@ def normalize_url(raw: str | URL | None, root: Path = PROJECT_ROOT) -> URL:
     return url
 
 
+def _query_values(values: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A URL query entry's values: a repeated key holds a tuple."""
+    return values if isinstance(values, tuple) else (values,)
+
+
 def mask_url(url: str | URL) -> str:
-    """The URL for logs and metadata: the password is never shown."""
+    """The URL for logs and metadata: the password, and query parameters that carry secrets
+    (``?password=``, ``?sslpassword=``, ``?...token=`` ...), are shown as ``***``."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url)
     except Exception:  # noqa: BLE001
         return "<unparseable URL>"
-    return parsed.render_as_string(hide_password=True)
+    if parsed.host and "@" in parsed.host:  # a mis-split password: its tail is not the host
+        parsed = parsed.set(password="***", host=parsed.host.rsplit("@", 1)[1])
+    text = parsed.set(query={}).render_as_string(hide_password=True)
+    if parsed.query:  # rendered like SQLAlchemy does (sorted keys), secrets as a literal ***
+        text += "?" + "&".join(
+            f"{quote_plus(key)}={'***' if is_secret_query_key(key) else quote_plus(value)}"
+            for key in sorted(parsed.query)
+            for value in _query_values(parsed.query[key])
+        )
+    return text
+
+
+def url_secrets(raw: str | URL | None) -> list[str]:
+    """Every secret a ``WAREHOUSE_URL`` holds, as the strings a message could show them (decoded
+    and percent-encoded; with an unescaped '@', each piece of the password), longest first: for
+    scrubbing text we print. Works on URLs that ``normalize_url`` refuses or cannot parse."""
+    if isinstance(raw, URL):
+        found = {raw.password or ""}
+        found.update(value for key, values in raw.query.items() if is_secret_query_key(key)
+                     for value in _query_values(values))
+    else:
+        text = (raw or "").strip()
+        found = set()
+        rest = text.split("://", 1)[1] if "://" in text else text
+        if "@" in rest:  # the user info is everything before the last '@' (over-scrubs, if anything)
+            userinfo = rest[: rest.rfind("@")]
+            if ":" in userinfo:
+                password = userinfo.split(":", 1)[1]
+                found.update({password, unquote(password), *password.split("@"),
+                              *unquote(password).split("@")})
+        with contextlib.suppress(Exception):  # unparseable: the raw pieces above are all we have
+            found.update(url_secrets(make_url(text)))
+    variants = {form for value in found if value
+                for form in (value, quote(value, safe=""), quote_plus(value))}
+    return sorted(variants, key=lambda value: (-len(value), value))
 
 
 SQLITE_PAGE_SIZE = 16384

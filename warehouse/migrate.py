@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from warehouse.engine import create_warehouse_engine, describe
+from warehouse.engine import WarehouseUrlError, create_warehouse_engine, describe
 from warehouse.initial_load import restore_deferred_indexes
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("current", help="print the current revision")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    engine = create_warehouse_engine()
+    try:
+        engine = create_warehouse_engine()
+    except WarehouseUrlError as error:  # its message never shows the password
+        parser.exit(2, f"error: {error}\n")
     if args.action == "upgrade":
         upgrade(engine)
     elif args.action == "downgrade":
