@@ -44,7 +44,8 @@ class SyncFigures:
     workspaces: int = 0
     workers: int = 0
     workers_read: int = 0
-    workers_skipped: list[str] = field(default_factory=list)  # 404: deleted upstream
+    workers_skipped: list[str] = field(default_factory=list)  # 404: deleted upstream (what was
+    # read before the 404 is loaded, and every reservation of the worker marked deleted upstream)
     workers_failed: list[str] = field(default_factory=list)  # still failing after retries
     rows_seen: int = 0
     inserted: int = 0
@@ -174,37 +175,57 @@ class _Progress:
         )
 
 
+class _Batch:
+    """Records of whole workers, and the bookkeeping ``prepare_batch`` needs for deletions."""
+
+    __slots__ = ("records", "complete", "vanished_sids")
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        # read to the last page, or 404: their stored reservations the reads miss are gone
+        self.complete: list[str] = []
+        # the records read from workers that then answered 404: gone upstream with the worker
+        self.vanished_sids: list[str] = []
+
+
 def _batches(reads: Iterator[WorkerRead], batch_rows: int, figures: SyncFigures,
-             meter: _Progress | None = None) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+             meter: _Progress | None = None) -> Iterator[_Batch]:
     """Group worker reads into batches of about ``batch_rows`` records, recording outcomes.
 
-    Yields (records, workers whose reservations are known completely: read to the last page, or
-    404: the worker and all its reservations are gone). A worker never spans two batches.
+    A worker never spans two batches. A worker deleted while its pages were read (404 after
+    page 1) keeps what was read: those records can never be fetched again, so they are loaded
+    like any other, then marked deleted upstream with the rest of the worker's reservations
+    (``prepare_batch``); the worker is listed as skipped.
     """
-    batch: list[dict[str, Any]] = []
-    complete: list[str] = []
+    batch = _Batch()
     for read in reads:
         figures.workers_read += 1
-        if read.outcome == "ok":
+        if read.outcome != "failed":
             figures.rows_seen += len(read.records)
         if meter is not None:
             meter.tick(figures)
-        if read.outcome == "not_found":
-            figures.workers_skipped.append(read.worker_sid)
-            log.info("worker %s vanished before its reservations were read: skipped", read.worker_sid)
-            complete.append(read.worker_sid)
-            continue
         if read.outcome == "failed":
             figures.workers_failed.append(read.worker_sid)
-            log.warning("worker %s failed after retries: %s", read.worker_sid, read.error)
+            log.warning("worker %s could not be read: %s", read.worker_sid, read.error)
             continue
-        batch.extend(read.records)
-        complete.append(read.worker_sid)
-        if len(batch) >= batch_rows or len(complete) >= MAX_WORKERS_PER_BATCH:
-            yield batch, complete
-            batch, complete = [], []
-    if batch or complete:
-        yield batch, complete
+        if read.outcome == "not_found":
+            figures.workers_skipped.append(read.worker_sid)
+            if read.records:
+                log.info("worker %s vanished while its reservations were read: the %d read "
+                         "before the 404 are loaded, and all its reservations are marked deleted "
+                         "upstream", read.worker_sid, len(read.records))
+            else:
+                log.info("worker %s vanished before its reservations were read: its stored "
+                         "reservations are marked deleted upstream", read.worker_sid)
+            batch.vanished_sids.extend(
+                sid for r in read.records if type(r) is dict and type(sid := r.get("sid")) is str)
+        batch.records.extend(read.records)
+        batch.complete.append(read.worker_sid)
+        if len(batch.records) >= batch_rows or len(batch.complete) >= MAX_WORKERS_PER_BATCH:
+            yield batch
+            batch = _Batch()
+    if batch.records or batch.complete:
+        yield batch
 
 
 @dataclass
@@ -230,7 +251,7 @@ class PreparedBatch:
 
 
 def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str] | None = None,
-                  *, screen: bool = True) -> PreparedBatch:
+                  *, screen: bool = True, vanished_sids: list[str] | None = None) -> PreparedBatch:
     """The Python half of a batch: screen against the stored versions, then normalize the rest.
 
     The screen reads the batch's workers' stored versions outside the write transaction and
@@ -239,6 +260,9 @@ def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str
     same read tells which of their stored reservations TaskRouter no longer returns.
     ``screen=False`` (a first load, whose screen index is deferred) skips that read: there is
     nothing stored to set aside, and the upsert still classifies every row exactly.
+    ``vanished_sids`` are records in ``records`` whose worker then answered 404 (a complete
+    worker, deleted upstream): stored, and marked deleted upstream like the worker's stored
+    reservations they are not (``gone``), since no sync can ever read them again.
     """
     stored = StoredVersions()
     if screen:
@@ -248,6 +272,8 @@ def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str
             stored = read_stored_versions(conn, workers)
     screened = screen_records(records, stored)
     gone = stored.gone(screened.seen_sids) if complete_workers is not None else []
+    if vanished_sids and complete_workers is not None:
+        gone.extend(vanished_sids)  # marked after the upsert that stores them (``write_batch``)
     return PreparedBatch(normalize_reservations(screened.pending), screened.unchanged,
                          screened.returned_sids, gone, expect_new=not screen)
 
@@ -297,10 +323,11 @@ def load_reservations(
 ) -> SyncFigures:
     """Read every listed worker's reservations and upsert them batch by batch.
 
-    Returns the figures; workers that vanished (404) are skipped and listed, workers that kept
-    failing are listed too (the caller decides to fail the run after everything else loaded).
-    Each batch also writes the status history, quarantines rejects and, for workers read
-    completely (or 404), marks reservations TaskRouter no longer returns (``load_batch``).
+    Returns the figures; workers that vanished (404) are listed as skipped (the records read
+    before the 404 are loaded, and all their reservations marked deleted upstream), workers
+    that could not be read are listed too (the caller decides to fail the run after everything
+    else loaded). Each batch also writes the status history, quarantines rejects and, for
+    workers read completely (or 404), marks reservations TaskRouter no longer returns.
     """
     started = time.monotonic()
     before = client.stats.snapshot()
@@ -339,15 +366,17 @@ def load_reservations(
             # a first load writes every row: worth reading in a child process (client's "auto")
             reads = client.read_reservations(ws, worker_sids, status=status,
                                              expect_many_writes=first_load.empty)
-            for records, complete in _batches(reads, batch_rows, figures, meter):
+            for batch in _batches(reads, batch_rows, figures, meter):
                 # a ReservationStatus filter reads a subset: it can prove no deletion
                 preparing = time.perf_counter()
-                prepared = prepare_batch(engine, records, complete if status is None else None,
-                                         screen=not first_load.deferred)
+                records = batch.records
+                prepared = prepare_batch(engine, records, batch.complete if status is None else None,
+                                         screen=not first_load.deferred,
+                                         vanished_sids=batch.vanished_sids)
                 # a load that adopted a dead one's deferral meets stored rows: stop expecting new
                 prepared.expect_new = prepared.expect_new and not (figures.updated or figures.unchanged)
                 figures.prepare_seconds += time.perf_counter() - preparing
-                del records
+                del records, batch
                 if writing is not None:
                     collect(writing.result())
                 writing = writer.submit(write_batch, engine, prepared)

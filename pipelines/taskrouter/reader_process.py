@@ -19,13 +19,18 @@ the iterator early (the sync failed) kills the child.
 
 Frames, child to parent: a 4-byte little-endian length, then an orjson array:
 ``["read", worker_sid, records, pages, outcome, error, stats]``, ``["raise", class, message,
-status, code, more_info, path, stats]`` or ``["done", peak_rss_mb, stats]``.
+status, code, more_info, path, stats]`` or ``["done", peak_rss_mb, stats]``. A message orjson
+cannot write (a record nested deeper than its 254 levels: orjson reads 1024, so the reader
+threads load such a record) goes as a pickle instead, which opens with byte 0x80 where an
+orjson array opens with ``[``; the parent unpickles only what its own child wrote on a
+private pipe. A read neither can carry fails that one worker, naming it and the cause.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -60,6 +65,9 @@ _ERRORS: dict[str, type[TaskRouterError]] = {
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _STDERR_TAIL = 2000
 PIPE_BYTES = 1 << 20
+_PICKLED = b"\x80"  # pickle's PROTO opcode opens protocol 2 and later; an orjson array opens "["
+# Pickling recurses twice per nesting level: enough for the deepest record orjson reads (1024).
+_PICKLE_RECURSION_LIMIT = 5000
 
 
 def read_in_child_process(credentials: Credentials, base_url: str, client_options: dict[str, Any],
@@ -87,7 +95,7 @@ def read_in_child_process(credentials: Credentials, base_url: str, client_option
             del job
             seen: dict[str, float] = {}
             while (frame := _read_frame(child.stdout)) is not None:
-                message = orjson.loads(frame)
+                message = pickle.loads(frame) if frame[:1] == _PICKLED else orjson.loads(frame)
                 del frame
                 kind = message[0]
                 _follow_counters(stats, seen, message[-1])
@@ -163,8 +171,41 @@ def _tail(stderr: IO[bytes]) -> str:
 
 
 # -- the child ------------------------------------------------------------------------------
+def _encoded(message: list[Any]) -> bytes:
+    """orjson for every normal frame; a pickle for what orjson cannot write (nesting deeper
+    than 254 levels, a 128-bit integer), read back by the parent exactly as the threads hold it."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:  # orjson.JSONEncodeError
+        pass
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, _PICKLE_RECURSION_LIMIT))
+    try:
+        return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def _write_frame(out: IO[bytes], message: list[Any]) -> None:
-    body = orjson.dumps(message)
+    body = _encoded(message)
+    out.write(_HEADER.pack(len(body)) + body)
+
+
+def _read_frame_body(read: WorkerRead, stats: dict[str, float]) -> list[Any]:
+    return ["read", read.worker_sid, read.records, read.pages, read.outcome, read.error, stats]
+
+
+def _write_read(out: IO[bytes], read: WorkerRead, stats: dict[str, float]) -> None:
+    """One worker's frame; a read no encoding can carry fails that worker alone, not the sync."""
+    try:
+        body = _encoded(_read_frame_body(read, stats))
+    except (RecursionError, TypeError, ValueError, pickle.PicklingError) as exc:
+        cause = f"{type(exc).__name__}: {exc}"
+        failed = WorkerRead(read.workspace_sid, read.worker_sid, [], read.pages, "failed",
+                            f"worker {read.worker_sid}: its reservations could not be passed from "
+                            f"the reader process ({cause}); a record is probably nested too deeply. "
+                            "TASKROUTER_READER_PROCESS=0 reads it in the sync's own process")
+        body = _encoded(_read_frame_body(failed, stats))
     out.write(_HEADER.pack(len(body)) + body)
 
 
@@ -189,8 +230,7 @@ def serve(job: dict[str, Any], out: IO[bytes]) -> None:
         try:
             for read in client.read_reservations(job["workspace_sid"], job["worker_sids"],
                                                  status=job["status"]):
-                _write_frame(out, ["read", read.worker_sid, read.records, read.pages,
-                                   read.outcome, read.error, counters()])
+                _write_read(out, read, counters())
                 out.flush()
         except Exception as exc:  # noqa: BLE001 - carried to the parent, raised there
             fields = ([exc.message, exc.status, exc.code, exc.more_info, exc.path]
