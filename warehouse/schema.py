@@ -61,6 +61,13 @@ def _sid(name: str, **kw: Any) -> sa.Column[Any]:
     return sa.Column(name, sa.String(64), **kw)
 
 
+def long_text() -> sa.types.TypeEngine[str]:
+    """Unbounded text: ``TEXT`` on SQLite and PostgreSQL, ``LONGTEXT`` on MySQL/MariaDB, whose
+    ``TEXT`` holds at most 65,535 bytes (a longer value fails its whole batch in strict mode).
+    For API-supplied text with no documented bound (0004)."""
+    return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
 reservations = sa.Table(
     "reservations",
     metadata,
@@ -74,8 +81,8 @@ reservations = sa.Table(
     sa.Column("status_rank", sa.SmallInteger, nullable=False),
     sa.Column("date_created", UTCDateTime, nullable=False),
     sa.Column("date_updated", UTCDateTime, nullable=False),
-    sa.Column("url", sa.Text),
-    sa.Column("links", sa.Text),
+    sa.Column("url", long_text()),  # 0004: LONGTEXT on MySQL/MariaDB
+    sa.Column("links", long_text()),
     sa.Column("first_loaded_at", UTCDateTime, nullable=False),
     sa.Column("last_changed_at", UTCDateTime, nullable=False),
     # 0002: set when a complete read of the worker no longer returns the sid (warehouse.deletions)
@@ -99,11 +106,11 @@ workers = sa.Table(
     _sid("activity_sid"),
     sa.Column("activity_name", sa.String(255)),
     sa.Column("available", sa.Boolean),
-    sa.Column("attributes", sa.Text),
+    sa.Column("attributes", long_text()),  # 0004: LONGTEXT on MySQL/MariaDB
     sa.Column("date_created", UTCDateTime),
     sa.Column("date_updated", UTCDateTime),
     sa.Column("date_status_changed", UTCDateTime),
-    sa.Column("url", sa.Text),
+    sa.Column("url", long_text()),
     sa.Column("first_loaded_at", UTCDateTime, nullable=False),
     sa.Column("last_changed_at", UTCDateTime, nullable=False),
     sa.Index(None, "workspace_sid"),
@@ -157,7 +164,7 @@ rejected_records = sa.Table(
     _sid("sid"),
     _sid("workspace_sid"),
     _sid("worker_sid"),
-    sa.Column("raw", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
+    sa.Column("raw", long_text(), nullable=False),
     sa.Column("first_rejected_at", UTCDateTime, nullable=False),
     sa.Column("last_rejected_at", UTCDateTime, nullable=False),
     sa.Column("times_rejected", sa.Integer, nullable=False),

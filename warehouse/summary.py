@@ -6,10 +6,16 @@ time zones in SQL, agree with PostgreSQL. Refreshing a set of days deletes them 
 grouped counts in one transaction; the days to refresh after a load come from persisted state
 (rows changed since the last refresh), so a sync killed between upsert and refresh is repaired
 by the next one. The same function serves syncs and Dagster backfills.
+
+A changed row names its *new* day only. When an update moves a reservation's ``date_created``
+(TaskRouter's is effectively immutable, so this is rare), the upsert records the old UTC day
+in ``warehouse_state`` (``summary_moved_days``, same transaction: ``record_moved_days``) and
+the next refresh recomputes it too, then clears the record it consumed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +32,14 @@ from warehouse.schema import reservation_daily_status_counts as counts_table
 from warehouse.state import REPORTING_TIMEZONE, SUMMARY_WATERMARK, read_state, write_state
 
 log = logging.getLogger(__name__)
+
+# The UTC days that lost a reservation to an update of its date_created: JSON
+# {"stamp": <last_changed_at of the latest upsert that added to it>, "days": [ISO dates] or
+# EVERY_DAY once more than MOVED_DAYS_LIMIT (so the value always fits MySQL's TEXT)}. The next
+# refresh_changed_days recomputes those days (EVERY_DAY: rebuilds all) and deletes the record.
+MOVED_DAYS = "summary_moved_days"
+MOVED_DAYS_LIMIT = 2000
+EVERY_DAY = "all"
 
 
 class UnknownTimezone(ValueError):
@@ -144,6 +158,50 @@ def changed_days(conn: Connection, since: datetime | None,
     return days, newest
 
 
+def record_moved_days(conn: Connection, old_created: pd.Series, stamp: datetime) -> None:
+    """Remember the UTC days of ``old_created``: the stored ``date_created`` values that this
+    transaction's updates (stamped ``stamp``) replace with a different one, so the next refresh
+    recomputes the days those reservations leave (their new days come from ``last_changed_at``).
+
+    Called by the upsert under the reservations writer lock, in its transaction: the record
+    commits with the rows that moved, or not at all. Every call writes a new value (the stamp
+    increases), so a refresh that read an older value never deletes this one.
+    """
+    stamps = pd.to_datetime(old_created, utc=True).dropna()
+    if stamps.empty:
+        return
+    raw = read_state(conn, MOVED_DAYS)
+    known = json.loads(raw)["days"] if raw else []
+    days: list[str] | str = EVERY_DAY
+    if known != EVERY_DAY:
+        merged = set(known) | set(stamps.dt.strftime("%Y-%m-%d").tolist())
+        if len(merged) <= MOVED_DAYS_LIMIT:
+            days = sorted(merged)
+    value = {"stamp": stamp.astimezone(UTC).isoformat(), "days": days}
+    write_state(conn, MOVED_DAYS, json.dumps(value))
+
+
+def _moved_local_days(raw: str, zone: ZoneInfo) -> set[date] | None:
+    """The local days that the recorded UTC days overlap (one or two each); None for every day."""
+    recorded = json.loads(raw)["days"]
+    if recorded == EVERY_DAY:
+        return None
+    days: set[date] = set()
+    for text in recorded:
+        start = datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
+        days.add(start.astimezone(zone).date())
+        days.add((start + timedelta(days=1, microseconds=-1)).astimezone(zone).date())
+    return days
+
+
+def _consume_moved_days(conn: Connection, raw: str) -> None:
+    """Delete the record this refresh read, unless an upsert has rewritten it since (it then
+    stays, and the next refresh redoes these days too: harmless). No lock is needed: the
+    ``DELETE`` judges the latest committed value, after waiting for an upsert writing it."""
+    conn.execute(warehouse_state.delete().where(warehouse_state.c.key == MOVED_DAYS)
+                 .where(warehouse_state.c.value == raw))
+
+
 def all_days(conn: Connection, zone: ZoneInfo) -> list[date]:
     low, high = conn.execute(sa.select(sa.func.min(_c.date_created), sa.func.max(_c.date_created))).one()
     if low is None:
@@ -200,16 +258,22 @@ def refresh_changed_days(engine: Engine, zone_name: str | None) -> SummaryRefres
         stored_zone = read_state(conn, REPORTING_TIMEZONE)
         raw_mark = read_state(conn, SUMMARY_WATERMARK)
         watermark = datetime.fromisoformat(raw_mark) if raw_mark else None
-        if stored_zone is not None and stored_zone != zone.key:
-            log.warning(
-                "REPORTING_TIMEZONE changed from %s to %s: rebuilding every summary day",
-                stored_zone, zone.key,
-            )
+        moved = read_state(conn, MOVED_DAYS)
+        moved_days = _moved_local_days(moved, zone) if moved else set()
+        zone_changed = stored_zone is not None and stored_zone != zone.key
+        if zone_changed or moved_days is None:
+            if zone_changed:
+                log.warning(
+                    "REPORTING_TIMEZONE changed from %s to %s: rebuilding every summary day",
+                    stored_zone, zone.key,
+                )
             newest = conn.execute(sa.select(sa.func.max(_c.last_changed_at))).scalar_one_or_none()
             result = rebuild_all(conn, zone)
         else:
             days, newest = changed_days(conn, watermark, zone)
-            result = refresh_days(conn, days, zone)
+            result = refresh_days(conn, days | moved_days, zone)
+        if moved:
+            _consume_moved_days(conn, moved)
         write_state(conn, REPORTING_TIMEZONE, zone.key)
         if newest is not None and (watermark is None or newest > watermark):
             write_state(conn, SUMMARY_WATERMARK, newest.astimezone(UTC).isoformat())

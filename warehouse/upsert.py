@@ -3,6 +3,9 @@
 Each batch is classified against the stored ``(sid, date_updated, status_rank)`` read in the
 same transaction: new sids are inserted, strictly newer versions (or equal ``date_updated`` with
 a later lifecycle status) update, everything else is counted unchanged and not written at all.
+The same read brings the stored ``date_created`` as text, looked at only for the rows that
+update: an update that moves it records the day the reservation leaves for the next summary
+refresh (``warehouse.summary.record_moved_days``, same transaction).
 The write itself is still conditional (``ON CONFLICT ... DO UPDATE ... WHERE`` on
 PostgreSQL/SQLite, per-column ``IF`` on MySQL with ``date_updated`` assigned last), so a
 concurrent writer with a newer version can never be overwritten by an older one. Writers
@@ -49,6 +52,7 @@ from warehouse.schema import (
     workers,
 )
 from warehouse.state import read_state, write_state
+from warehouse.summary import record_moved_days
 
 log = logging.getLogger(__name__)
 LOOKUP_CHUNK = 2048  # a power of two: chunks are padded to one (engine.in_list_params)
@@ -266,7 +270,22 @@ def _sqlite_multi_row_upsert(conn: Connection, frame: pd.DataFrame) -> None:
 
 
 # -- reading what is stored -----------------------------------------------------------------
-_STORED_COLUMNS = ["sid", "stored_date", "stored_rank", "stored_status", "stored_deleted"]
+_STORED_COLUMNS = ["sid", "stored_date", "stored_rank", "stored_status", "stored_deleted",
+                   "stored_created"]
+
+
+def _created_text(dialect: Dialect) -> sa.ColumnElement[str]:
+    """``date_created`` as ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text (SQLite's own storage form),
+    formatted by the database: text costs the drivers less per row than a datetime, and the
+    caller compares it to ``naive_utc_text`` of the incoming values without parsing. Constants
+    are literal SQL (the statement goes to the driver as text)."""
+    c = reservations.c
+    if dialect.name == "postgresql":
+        return sa.func.to_char(sa.func.timezone(sa.literal_column("'UTC'"), c.date_created),
+                               sa.literal_column("'YYYY-MM-DD HH24:MI:SS.US'"))
+    if dialect.name in ("mysql", "mariadb"):
+        return sa.func.date_format(c.date_created, sa.literal_column("'%Y-%m-%d %H:%i:%s.%f'"))
+    return sa.type_coerce(c.date_created, sa.String)
 
 
 @lru_cache(maxsize=64)
@@ -274,11 +293,13 @@ def _lookup_sql(dialect: Dialect, size: int) -> str:
     """``SELECT <stored version> ... WHERE sid IN (<size> driver placeholders)``.
 
     type_coerce skips the per-row UTCDateTime processing; the driver's value (text on SQLite,
-    datetime elsewhere) is parsed vectorized by the caller.
+    datetime elsewhere) is parsed vectorized by the caller. ``date_created`` comes as text
+    (``_created_text``), kept raw: only the rows that update look at it (``_moved_from``).
     """
     c = reservations.c
     head = sa.select(c.sid, sa.type_coerce(c.date_updated, sa.String), c.status_rank,
-                     c.reservation_status, c.deleted_upstream_at.is_not(None))
+                     c.reservation_status, c.deleted_upstream_at.is_not(None),
+                     _created_text(dialect))
     return in_list_sql(head, c.sid, size, dialect)
 
 
@@ -298,7 +319,26 @@ def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
         "stored_rank": pd.Series(columns[2], dtype="float64"),
         "stored_status": pd.Series(columns[3], dtype=object),
         "stored_deleted": pd.Series(columns[4], dtype=object),
+        "stored_created": pd.Series(columns[5], dtype=object),  # text, unparsed
     })
+
+
+def _moved_from(updated: pd.DataFrame) -> pd.Series:
+    """The stored ``date_created`` of the rows in ``updated`` whose incoming one differs.
+
+    Text against text first (numpy formats the incoming values); only rows whose texts differ,
+    normally none, are parsed and compared as instants.
+    """
+    if updated.empty:
+        return pd.Series(dtype="datetime64[us, UTC]")
+    same_text = updated["stored_created"].to_numpy() == np.array(
+        naive_utc_text(updated["date_created"]), dtype=object)
+    if same_text.all():
+        return pd.Series(dtype="datetime64[us, UTC]")
+    differs = updated[~same_text]
+    stored = pd.to_datetime(differs["stored_created"], utc=True, format="ISO8601")
+    stored = stored.astype("datetime64[us, UTC]")
+    return stored[stored != differs["date_created"].astype("datetime64[us, UTC]")]
 
 
 # -- one writer at a time per table ----------------------------------------------------------
@@ -399,8 +439,8 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
         | ((incoming == known) & (merged["status_rank"] > merged["stored_rank"]))
     )
     written = merged[is_new | is_newer]
-    to_write = written.drop(
-        columns=["stored_date", "stored_rank", "stored_status", "stored_deleted"])
+    to_write = written.drop(columns=_STORED_COLUMNS[1:])
+    moved_from = _moved_from(merged.loc[is_newer, ["stored_created", "date_created"]])
     counts = UpsertCounts(int(is_new.sum()), int(is_newer.sum()), int((~is_new & ~is_newer).sum()))
     counts.written_rows = written[
         ["sid", "reservation_status", "stored_status", "date_created", "date_updated"]
@@ -409,6 +449,8 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
                                       "sid"].tolist()
     if not to_write.empty:
         to_write = _stamped(conn, to_write, now)
+        if not moved_from.empty:  # rare: TaskRouter's date_created is effectively immutable
+            record_moved_days(conn, moved_from, to_write["last_changed_at"].iloc[0])
         if conn.dialect.name == "postgresql":
             _pg_write(conn, to_write, is_new.loc[to_write.index])
         elif use_multi_row(conn):
