@@ -253,3 +253,30 @@ def test_too_many_moved_days_rebuild_every_day(engine, monkeypatch):
     assert result.rebuilt
     assert_summary_consistent(url_of(engine), "UTC")
     assert moved_record(engine) is None
+
+
+def test_a_worker_without_a_workspace_or_with_odd_ids_is_set_aside_not_fatal(warehouse_url):
+    """A worker record the workers table cannot hold (no workspace_sid: NOT NULL; an id that is
+    not text or too long for its column) is rejected with a reason; the rest of its workspace
+    loads, on every database."""
+    good = {"sid": "WK" + "1" * 32, "workspace_sid": "WS" + "1" * 32, "friendly_name": "ok"}
+    bad = [
+        {"sid": "WK" + "2" * 32, "friendly_name": "no workspace"},
+        {"sid": "WK" + "3" * 32, "workspace_sid": 7},
+        {"sid": "WK" + "4" * 32, "workspace_sid": "WS" + "1" * 32, "account_sid": "AC" + "9" * 80},
+        {"workspace_sid": "WS" + "1" * 32},
+        "not an object",
+    ]
+    normalized = normalize_workers([good, *bad])
+    assert normalized.rows["sid"].tolist() == [good["sid"]]
+    assert [r.reason for r in normalized.rejected] == [
+        "worker without a workspace_sid", "worker workspace_sid is not a string",
+        "worker account_sid is longer than 64 characters", "worker without a sid",
+        "worker is not a JSON object"]
+    engine = create_warehouse_engine(warehouse_url)
+    ensure_schema(engine)
+    try:
+        with engine.begin() as conn:
+            assert upsert_workers(conn, normalized.rows, NOW).inserted == 1
+    finally:
+        engine.dispose()

@@ -253,12 +253,37 @@ def keep_newest(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates("sid", keep="last")
 
 
+# A worker's identifiers: the first two are required (the table's key and NOT NULL column);
+# any of them that is not text, or longer than its column, would fail the whole workspace's
+# upsert on PostgreSQL and MySQL, so the one worker is set aside instead.
+WORKER_SIDS = {"sid": True, "workspace_sid": True, "account_sid": False, "activity_sid": False}
+_WORKER_SID_LENGTH = _reservations_table.c["sid"].type.length
+
+
+def _worker_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return "worker is not a JSON object"
+    for name, required in WORKER_SIDS.items():
+        value = record.get(name)
+        if value is None or value == "":
+            if required:
+                return f"worker without a {name}"
+        elif not isinstance(value, str):
+            return f"worker {name} is not a string"
+        elif _WORKER_SID_LENGTH and len(value) > _WORKER_SID_LENGTH:
+            return f"worker {name} is longer than {_WORKER_SID_LENGTH} characters"
+    return None
+
+
 def normalize_workers(records: list[dict[str, Any]]) -> Normalized:
     rejected: list[Rejected] = []
-    good = [r for r in records if isinstance(r, dict) and isinstance(r.get("sid"), str) and r["sid"]]
+    good = []
     for r in records:
-        if not (isinstance(r, dict) and isinstance(r.get("sid"), str) and r["sid"]):
-            rejected.append(Rejected(r, "worker without a sid"))
+        problem = _worker_problem(r)
+        if problem is None:
+            good.append(r)
+        else:
+            rejected.append(Rejected(r, problem))
     frame = pd.DataFrame.from_records(good, columns=WORKER_FIELDS) if good else pd.DataFrame(
         columns=WORKER_FIELDS
     )
