@@ -15,6 +15,11 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.CANCELING,
 ]
 SUMMARY_TOTALS_CHECK = dg.AssetCheckKey(SUMMARY, "day_totals_match_reservations")
+# A sync still STARTED after this long is taken for dead (its process killed by OOM or a reboot
+# leaves it STARTED forever): run monitoring (enabled in .dagster_home and deploy/dagster.yaml)
+# terminates it, and the schedule, which skips ticks while a sync is in flight, resumes. Three
+# hours is far above a full 15,000-worker sync under TaskRouter's rate limits.
+SYNC_MAX_RUNTIME_S = 3 * 3600
 
 
 def _default_status(running: bool) -> dg.DefaultScheduleStatus:
@@ -38,7 +43,7 @@ def build_sync_job() -> dg.JobDefinition:
             "One complete sync: workers, every worker's reservations, the summary days those "
             "changes touched, and checks over the rows this run changed."
         ),
-        tags={"dagster/max_retries": "0"},
+        tags={"dagster/max_retries": "0", "dagster/max_runtime": str(SYNC_MAX_RUNTIME_S)},
     )
 
 

@@ -144,3 +144,20 @@ def test_a_slot_left_by_a_killed_sync_does_not_hang_the_next_headless_sync(
         claim = storage.claim_concurrency_slot("taskrouter_api", dead, "reservations")
         assert claim.is_claimed
         assert run_sync_job(instance).success
+
+
+def test_a_dead_sync_cannot_hold_the_schedule_forever():
+    """A sync whose process died stays STARTED, and the schedule skips ticks while one is in
+    flight: the job carries a max runtime, and both instance configs enable the run monitoring
+    that enforces it (Dagster's documented job timeout)."""
+    import yaml
+
+    from pipelines.definitions import defs
+    from pipelines.schedules import SYNC_JOB, SYNC_MAX_RUNTIME_S
+    from tests.conftest import PROJECT_ROOT
+
+    job = defs.get_job_def(SYNC_JOB)
+    assert job.tags["dagster/max_runtime"] == str(SYNC_MAX_RUNTIME_S)
+    for config in (".dagster_home/dagster.yaml", "deploy/dagster.yaml"):
+        settings = yaml.safe_load((PROJECT_ROOT / config).read_text())
+        assert settings["run_monitoring"]["enabled"] is True, config
