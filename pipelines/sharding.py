@@ -279,7 +279,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             failed = {"workers_failed": dg.MetadataValue.json(figures.workers_failed[:500]),
                       "shards_failed": dg.MetadataValue.json(failing)}
             raise dg.Failure(description=f"{WorkersFailed(figures)} (in {', '.join(failing)})",
-                             metadata={**failed, **figures_metadata(figures)})
+                             metadata={**metadata, **failed})
         return dg.MaterializeResult(metadata=metadata)
 
     @dg.graph_asset(

@@ -107,3 +107,27 @@ def test_make_sync_without_credentials_names_the_variables(emulator, tmp_path, m
             if "reservations" in tables:
                 assert conn.execute(sa.text("SELECT COUNT(*) FROM reservations")).scalar() == 0
     engine.dispose()
+
+
+def test_a_partly_failed_sync_prints_what_it_did_load(emulator, sync_env, monkeypatch, capsys):
+    """`make sync` with workers that keep failing exits non-zero, and its figures show the rows
+    that were loaded (carried by the failure of the run's last step, since nothing is materialized)."""
+    from pipelines.cli import _print_figures, run_sync_job
+    from pipelines.taskrouter.emulator import Faults
+
+    workspace = next(iter(emulator.world.workers))
+    failing = tuple(w.sid for w in emulator.world.live_workers(workspace)[:2])
+    emulator.server.set_faults(Faults(failing_workers=failing))
+    monkeypatch.setenv("TASKROUTER_MAX_ATTEMPTS", "1")
+    import pipelines.definitions
+
+    # the module's definitions were built from whatever environment first imported them
+    monkeypatch.setattr(pipelines.definitions, "defs", pipelines.definitions.build_definitions())
+    success, metadata, errors = run_sync_job()
+    assert not success and any("could not be read" in e for e in errors)
+    _print_figures(metadata)
+    printed = capsys.readouterr().out
+    with sa.create_engine(sync_env["WAREHOUSE_URL"]).connect() as conn:
+        stored = conn.execute(sa.text("SELECT COUNT(*) FROM reservations")).scalar_one()
+    assert stored > 0
+    assert f"table holds {stored:,}" in printed and " 0 read" not in printed
