@@ -79,14 +79,13 @@ def run_sync_job() -> tuple[bool, dict[str, dict[str, Any]], list[str]]:
                 metadata[mat.asset_key.to_user_string()] = {
                     k: getattr(v, "value", v) for k, v in mat.metadata.items()
                 }
+    errors = []
     for event in result.get_step_failure_events():
         # a sync with failed workers fails its last step with the figures of what it did load
         failure = getattr(event.event_specific_data, "user_failure_data", None)
         if failure is not None and "rows_seen" in failure.metadata:
             metadata.setdefault("reservations", {
                 k: getattr(v, "value", v) for k, v in failure.metadata.items()})
-    errors = []
-    for event in result.get_step_failure_events():
         error = event.event_specific_data.error  # type: ignore[union-attr]
         cause = error.cause.message.strip() if error and error.cause else ""
         errors.append(_scrub(f"{event.step_key}: {error.message.strip() if error else ''} {cause}"))

@@ -191,22 +191,21 @@ def _write_frame(out: IO[bytes], message: list[Any]) -> None:
     out.write(_HEADER.pack(len(body)) + body)
 
 
-def _read_frame_body(read: WorkerRead, stats: dict[str, float]) -> list[Any]:
+def _read_message(read: WorkerRead, stats: dict[str, float]) -> list[Any]:
     return ["read", read.worker_sid, read.records, read.pages, read.outcome, read.error, stats]
 
 
 def _write_read(out: IO[bytes], read: WorkerRead, stats: dict[str, float]) -> None:
     """One worker's frame; a read no encoding can carry fails that worker alone, not the sync."""
     try:
-        body = _encoded(_read_frame_body(read, stats))
+        _write_frame(out, _read_message(read, stats))  # encoded whole before anything is written
     except (RecursionError, TypeError, ValueError, pickle.PicklingError) as exc:
         cause = f"{type(exc).__name__}: {exc}"
         failed = WorkerRead(read.workspace_sid, read.worker_sid, [], read.pages, "failed",
                             f"worker {read.worker_sid}: its reservations could not be passed from "
                             f"the reader process ({cause}); a record is probably nested too deeply. "
                             "TASKROUTER_READER_PROCESS=0 reads it in the sync's own process")
-        body = _encoded(_read_frame_body(failed, stats))
-    out.write(_HEADER.pack(len(body)) + body)
+        _write_frame(out, _read_message(failed, stats))
 
 
 def _peak_rss_mb() -> float:
