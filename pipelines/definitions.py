@@ -15,6 +15,7 @@ import dagster as dg
 
 from pipelines.assets import build_assets
 from pipelines.checks import build_checks
+from pipelines.event_checks import build_event_checks
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.schedules import (
     build_daily_checks_job,
@@ -79,7 +80,7 @@ def build_definitions() -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_checks(settings),
+        asset_checks=[*build_checks(settings), *build_event_checks(settings)],
         jobs=[sync_job, checks_job],
         schedules=[schedule, checks_schedule],
         resources={"taskrouter": taskrouter, "warehouse": warehouse},

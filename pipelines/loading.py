@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +56,14 @@ class SyncFigures:
     history_rows: int = 0  # rows added to reservation_status_history
     deleted_upstream: int = 0  # reservations newly marked deleted_upstream_at
     returned_upstream: int = 0  # marked reservations TaskRouter returned again (mark cleared)
+    filled: int = 0  # rows one feed completed with the fields only the other carries: a list
+    # record's url and links on a row only events had shown, or an event's queue and workflow
+    events_read: int = 0  # Events of every type read (pipelines.event_feed)
+    events_applied: int = 0  # distinct reservation events applied
+    event_reservations: int = 0  # reservations those events concern
+    event_windows: int = 0  # windows read and committed, each with its cursor
+    events_estimated: int = 0  # new reservations dated by their first event (no .created read)
+    event_gaps: int = 0  # stretches of events lost to TaskRouter's 30-day retention
     batches: int = 0
     prepare_seconds: float = 0.0  # screening and normalizing, on the sync's own thread
     write_seconds: float = 0.0  # write transactions, on the writer thread
@@ -73,6 +81,7 @@ class SyncFigures:
         self.inserted += counts.inserted
         self.updated += counts.updated
         self.unchanged += counts.unchanged
+        self.filled += counts.filled
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -388,6 +397,20 @@ def load_reservations(
     figures.seconds = time.monotonic() - started
     meter.tick(figures, force=True)
     return figures
+
+
+def merge_figures(parts: Iterable[SyncFigures]) -> SyncFigures:
+    """Add up figures (shards, the events half): counters sum, lists concatenate (every field,
+    new ones too)."""
+    total = SyncFigures()
+    for figures in parts:
+        for f in fields(SyncFigures):
+            mine, theirs = getattr(total, f.name), getattr(figures, f.name)
+            if isinstance(mine, list):
+                mine.extend(theirs)
+            elif isinstance(mine, int | float) and not isinstance(mine, bool):
+                setattr(total, f.name, mine + theirs)
+    return total
 
 
 def list_workers_by_workspace(client: TaskRouterClient, workspace_sids: list[str]) -> dict[str, list[str]]:

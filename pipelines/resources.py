@@ -83,3 +83,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def display_url(self) -> str:
         return mask_url(normalize_url(self.url))
+
+    def dialect_name(self) -> str:
+        """The warehouse's database (sqlite, postgresql, mysql, ...) without connecting."""
+        return normalize_url(self.url).get_backend_name()

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from pipelines.checks import FRESHNESS_CHECK, RESERVATIONS, SUMMARY, WORKERS
+from pipelines.event_checks import RECONCILE_CHECK
 
 SYNC_JOB = "taskrouter_sync"
 DAILY_CHECKS_JOB = "taskrouter_daily_checks"
@@ -31,13 +32,14 @@ def build_sync_job() -> dg.JobDefinition:
 
     The checks of the two assets come with them; the summary-totals check is added (it runs
     after ``reservations``, over the days this sync touched); freshness is left to the daily
-    job, since right after a sync it is trivially true.
+    job, since right after a sync it is trivially true, and so is the reconciliation with
+    TaskRouter's statistics, which costs a request per workspace and day.
     """
     return dg.define_asset_job(
         SYNC_JOB,
         selection=(
             dg.AssetSelection.assets(WORKERS, RESERVATIONS)
-            - dg.AssetSelection.checks(FRESHNESS_CHECK)
+            - dg.AssetSelection.checks(FRESHNESS_CHECK, RECONCILE_CHECK)
         ) | dg.AssetSelection.checks(SUMMARY_TOTALS_CHECK),
         description=(
             "One complete sync: workers, every worker's reservations, the summary days those "
@@ -54,7 +56,8 @@ def build_daily_checks_job() -> dg.JobDefinition:
         selection=dg.AssetSelection.checks_for_assets(WORKERS, RESERVATIONS, SUMMARY),
         description=(
             "Full-table data-quality checks (unique sids, required columns, date order, "
-            "unknown statuses, summary totals) and sync freshness. Read-only."
+            "unknown statuses, summary totals), sync freshness, events gaps, and the daily "
+            "reconciliation with TaskRouter's CumulativeStatistics. Writes nothing."
         ),
     )
 

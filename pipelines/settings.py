@@ -174,6 +174,11 @@ class Settings:
     freshness_minutes: float
     daily_checks_cron: str = "0 6 * * *"
     schedules_running: bool = False
+    events: bool = True  # follow TaskRouter's Events between list sweeps (pipelines.event_feed)
+    sweep_interval_minutes: int = 60  # full list read at most this often (TaskRouter's clock)
+    events_overlap_seconds: int = 120  # each events window re-reads this much of the last one
+    events_window_events: int = 20_000  # reservation events held in memory per window
+    reconcile_days: int = 7  # days the CumulativeStatistics reconciliation check compares
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -198,6 +203,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         freshness_minutes=env.positive("FRESHNESS_MAX_AGE_MINUTES", 30.0, "30 minutes") or 30.0,
         daily_checks_cron=env.text("DAILY_CHECKS_CRON", "0 6 * * *"),
         schedules_running=env.flag("SYNC_SCHEDULE_RUNNING", False),
+        events=env.flag("TASKROUTER_EVENTS", True),
+        sweep_interval_minutes=env.whole("TASKROUTER_SWEEP_INTERVAL_MINUTES", 60, 0),
+        events_overlap_seconds=env.whole("TASKROUTER_EVENTS_OVERLAP_SECONDS", 120, 0, 86_400),
+        events_window_events=env.whole("TASKROUTER_EVENTS_WINDOW_EVENTS", 20_000, 1000),
+        reconcile_days=env.whole("EVENTS_RECONCILE_DAYS", 7, 0, 28),
     )
     if env.problems:
         raise SettingsError(

@@ -1,15 +1,19 @@
 """The reservations sync split into shards that Dagster runs as separate steps.
 
-``reservations`` is a graph-backed asset of three ops:
+``reservations`` is a graph-backed asset of four ops:
 
-1. ``plan_shards`` lists the workspaces and decides, at run time, how many shards to run
-   (``SYNC_SHARDS``, or the op's ``shards`` config; SQLite always gets one, since it takes one
-   writer at a time). It fans out one ``dg.DynamicOutput`` per shard.
-2. ``load_shard`` (one step per shard) lists its workspace's workers, keeps those whose sid
+1. ``follow_events`` lists the workspaces and applies each one's TaskRouter Events since its
+   cursor (``pipelines.event_feed``); it says which list reads are still due (a full sweep on
+   the first sync and every ``TASKROUTER_SWEEP_INTERVAL_MINUTES``, some workers otherwise).
+2. ``plan_shards`` decides, at run time, how many shards read those lists (``SYNC_SHARDS``, or
+   the op's ``shards`` config; SQLite always gets one, since it takes one writer at a time). It
+   fans out one ``dg.DynamicOutput`` per shard, none when no list read is due.
+3. ``load_shard`` (one step per shard) lists its workspace's workers, keeps those whose sid
    hashes (crc32, stable in every process, unlike Python's salted ``hash()``) into its bucket,
    and runs ``pipelines.loading.load_reservations`` on them: the same code as an unsharded sync.
-3. ``finish_sync`` runs once after every shard: adds up the figures, refreshes the changed
-   summary days from persisted state (exactly as an unsharded sync does), and reports.
+4. ``finish_sync`` runs once after every shard: adds up the figures, records the completed
+   sweeps, refreshes the changed summary days from persisted state (exactly as an unsharded
+   sync does), and reports.
 
 Shards by workspace first, then by hash within a workspace: with N shards and W workspaces,
 N >= W splits each workspace into about N / W hash buckets; N < W gives each shard whole
@@ -26,8 +30,7 @@ deployment; raise its limit to N to run N shards in parallel (see deploy/executo
 import os
 import time
 import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -41,11 +44,19 @@ from pipelines.assets import (
     record_summary_days,
     table_schema,
 )
+from pipelines.event_feed import (
+    FeedOptions,
+    SweepPlan,
+    follow_events,
+    plan_sweeps,
+    record_sweeps,
+)
 from pipelines.loading import (
     SyncFigures,
     WorkersFailed,
     list_workers_by_workspace,
     load_reservations,
+    merge_figures,
     resolve_workspaces,
 )
 from pipelines.resources import TaskRouterResource, WarehouseResource
@@ -108,6 +119,15 @@ class ShardSpec:
 
 
 @dataclass
+class SweepOutcome:
+    """What ``plan_shards`` hands to ``finish_sync``: the workspaces and the sweeps planned."""
+
+    workspaces: list[str]
+    plan: SweepPlan
+    planned_at: float = 0.0  # wall clock (time.time) when the sync began
+
+
+@dataclass
 class ShardResult:
     """What one shard step hands to ``finish_sync``."""
 
@@ -155,19 +175,6 @@ def requested_shards(configured: int) -> int:
     return min(value, MAX_SHARDS)
 
 
-def merge_figures(parts: Iterable[SyncFigures]) -> SyncFigures:
-    """Add up the shards' figures: counters sum, lists concatenate (every field, new ones too)."""
-    total = SyncFigures()
-    for figures in parts:
-        for f in fields(SyncFigures):
-            mine, theirs = getattr(total, f.name), getattr(figures, f.name)
-            if isinstance(mine, list):
-                mine.extend(theirs)
-            elif isinstance(mine, int | float) and not isinstance(mine, bool):
-                setattr(total, f.name, mine + theirs)
-    return total
-
-
 def shard_retry_policy() -> dg.RetryPolicy | None:
     """Dagster retries a shard whose step raised (database dropped, process died), not one that
     merely has failed workers: those were already retried request by request."""
@@ -189,23 +196,29 @@ class ShardingConfig(dg.Config):
 
 def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefinition,
                              workers: dg.AssetsDefinition) -> dg.AssetsDefinition:
-    """The ``reservations`` asset as plan -> shards (fan-out) -> finish (once)."""
+    """The ``reservations`` asset as events -> plan -> shards (fan-out) -> finish (once)."""
+    options = FeedOptions.from_settings(settings)
 
     @dg.op(
         name="plan_shards",
         ins={"workers": dg.In(dg.Nothing)},
-        out=dg.DynamicOut(ShardSpec),
+        out={"sweeps": dg.Out(SweepOutcome), "shards": dg.DynamicOut(ShardSpec)},
         pool=TASKROUTER_POOL,
-        description="Lists the workspaces and decides how many shards this run loads.",
+        description="Decides which workspaces' worker lists this sync reads (a full sweep on the "
+                    "first sync and every TASKROUTER_SWEEP_INTERVAL_MINUTES; events cover the "
+                    "rest) and in how many shards; none when no sweep is due.",
     )
     def plan_shards_op(context: dg.OpExecutionContext, config: ShardingConfig,
                        taskrouter: TaskRouterResource, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+        planned_at = time.time()
         wanted = requested_shards(config.shards)
         # migrate (if needed) here, once, before shards open the warehouse concurrently
-        with warehouse.engine() as engine:
+        with warehouse.engine() as engine, taskrouter.client() as client:
             dialect = engine.dialect.name
-        with taskrouter.client() as client:
             workspaces = resolve_workspaces(client, taskrouter.configured_workspaces())
+            plan = plan_sweeps(client, engine, workspaces, options)
+        for notice in plan.notices:
+            context.log.warning(notice)
         shards = wanted
         if dialect == "sqlite" and wanted > 1:
             shards = 1
@@ -213,13 +226,17 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
                 f"SQLite warehouse: running 1 shard instead of {wanted} ({SHARDS_ENV}), because "
                 "SQLite takes one writer at a time; use PostgreSQL or MySQL to shard the sync"
             )
-        specs = plan_shards(workspaces, shards, taskrouter.requests_per_second, time.time())
+        swept = [ws for ws in workspaces if ws in plan.whole]
+        specs = plan_shards(swept, shards, taskrouter.requests_per_second, planned_at)
         rate = (f"; {specs[0].requests_per_second:g} requests/s each"
                 if specs and specs[0].requests_per_second else "")
-        context.log.info(f"{len(workspaces)} workspace(s) in {len(specs)} shard(s){rate}: "
-                         + "; ".join(s.describe() for s in specs))
+        reasons = "; ".join(f"{ws}: {why}" for ws, why in plan.whole.items())
+        context.log.info(f"{len(workspaces)} workspace(s); list sweeps: {reasons or 'none due'}; "
+                         f"{len(specs)} shard(s){rate}"
+                         + (": " + "; ".join(s.describe() for s in specs) if specs else ""))
+        yield dg.Output(SweepOutcome(workspaces, plan, planned_at), "sweeps")
         for spec in specs:
-            yield dg.DynamicOutput(spec, mapping_key=spec.key)
+            yield dg.DynamicOutput(spec, output_name="shards", mapping_key=spec.key)
 
     @dg.op(
         pool=TASKROUTER_POOL,
@@ -242,16 +259,28 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             context.log.warning(f"{spec.key}: {WorkersFailed(figures)}")
         return ShardResult(spec, figures, time.process_time() - cpu)
 
-    @dg.op(description="Once after every shard: adds up the figures, refreshes the changed "
+    @dg.op(pool=TASKROUTER_POOL,
+           description="Once after every shard: applies each workspace's TaskRouter Events since "
+           "its cursor, window by window, records the completed sweeps, refreshes the changed "
            "summary days, reports (and fails the run if any worker could not be read).")
-    def finish_sync(context: dg.OpExecutionContext, shards: list[ShardResult],
+    def finish_sync(context: dg.OpExecutionContext, sweeps: SweepOutcome,
+                    shards: list[ShardResult], taskrouter: TaskRouterResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-        figures = merge_figures(r.figures for r in shards)
-        figures.workspaces = len({p.workspace_sid for r in shards for p in r.spec.parts})
-        planned = min((r.spec.planned_at for r in shards), default=0.0)
-        figures.seconds = time.time() - planned if planned else figures.seconds  # wall, all shards
-        failing = [r.spec.key for r in shards if r.figures.workers_failed]
         with warehouse.engine() as engine:
+            with taskrouter.client() as client:
+                feed = follow_events(client, engine, sweeps.workspaces, options,
+                                     progress=context.log.info, batch_rows=settings.batch_rows)
+            for notice in feed.notices:
+                context.log.warning(notice)
+            figures = merge_figures([*(r.figures for r in shards), feed.figures])
+            figures.workspaces = len(sweeps.workspaces)
+            figures.seconds = time.time() - sweeps.planned_at  # wall: sweeps, then events
+            failing = [r.spec.key for r in shards if r.figures.workers_failed]
+            broken = {p.workspace_sid for r in shards if r.figures.workers_failed
+                      for p in r.spec.parts}
+            swept = [ws for ws in sweeps.plan.whole if ws not in broken]
+            swept += [ws for ws in feed.swept if not feed.figures.workers_failed]
+            record_sweeps(engine, swept, sweeps.plan.started_at)
             refresh = refresh_changed_days(engine, warehouse.reporting_timezone)
             record_summary_days(context, refresh, daily, engine)  # type: ignore[arg-type]
             total = count_rows(engine, reservations_table)
@@ -261,6 +290,9 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             "shards": len(shards),
             "shard_cpu_seconds": round(sum(r.cpu_seconds for r in shards), 1),
             "slowest_shard_seconds": round(max((r.figures.seconds for r in shards), default=0), 1),
+            "list_sweeps": dg.MetadataValue.json(
+                {**sweeps.plan.whole, **{ws: "Events refused by TaskRouter" for ws in feed.swept}}),
+            "events_notices": dg.MetadataValue.json([*sweeps.plan.notices, *feed.notices]),
             "days_refreshed": len(refresh.days),
             "summary_days": dg.MetadataValue.json(days_listing(refresh.days)),
             "summary_rows": refresh.rows,
@@ -288,13 +320,17 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
         kinds={"twilio", "sql"},
         ins={"workers": dg.AssetIn(key=workers.key, dagster_type=dg.Nothing)},
         description=(
-            "Every reservation of every worker, upserted on date_updated (table `reservations`), "
-            f"loaded in {SHARDS_ENV} shards (by workspace, then by a hash of the worker sid) "
-            "that run as separate steps. Also refreshes the summary days its changes touched."
+            "Every reservation TaskRouter showed, upserted on date_updated (table "
+            "`reservations`): each sync applies the workspaces' TaskRouter Events since the "
+            "last one (so reservations that lived and died between syncs are kept), and reads "
+            "the worker lists in a full sweep every TASKROUTER_SWEEP_INTERVAL_MINUTES, in "
+            f"{SHARDS_ENV} shards (by workspace, then by a hash of the worker sid). Also "
+            "refreshes the summary days its changes touched."
         ),
         metadata={"dagster/column_schema": table_schema(reservations_table)},
     )
     def reservations(workers):  # type: ignore[no-untyped-def]
-        return finish_sync(plan_shards_op(workers).map(load_shard).collect())
+        sweeps, shards = plan_shards_op(workers)
+        return finish_sync(sweeps, shards.map(load_shard).collect())
 
     return reservations

@@ -87,6 +87,11 @@ reservations = sa.Table(
     sa.Column("last_changed_at", UTCDateTime, nullable=False),
     # 0002: set when a complete read of the worker no longer returns the sid (warehouse.deletions)
     sa.Column("deleted_upstream_at", UTCDateTime, nullable=True),
+    # 0005: what reservation events carry and lists do not (NULL until an event brings them)
+    _sid("task_queue_sid"),
+    sa.Column("task_queue_name", sa.String(255)),
+    sa.Column("task_channel_unique_name", sa.String(255)),
+    _sid("workflow_sid"),
     # 0003: one index per query that needs it (each costs every written row its upkeep)
     sa.Index("ix_reservations_worker_versions", "worker_sid", "date_created", "sid",
              "date_updated", "reservation_status", "deleted_upstream_at"),  # warehouse.screen
@@ -173,6 +178,44 @@ rejected_records = sa.Table(
     **MYSQL_TABLE_ARGS,
 )
 
-# Columns the reservation upsert writes; deleted_upstream_at belongs to warehouse.deletions.
-RESERVATION_COLUMNS = [c.name for c in reservations.columns if c.name != "deleted_upstream_at"]
+# 0005: per workspace, how far TaskRouter's Events feed has been applied (warehouse.feed)
+event_cursors = sa.Table(
+    "event_cursors",
+    metadata,
+    _sid("workspace_sid", primary_key=True),
+    # every event up to here (TaskRouter's clock) is applied, committed with what it changed
+    sa.Column("events_through", UTCDateTime),
+    sa.Column("coverage_start", UTCDateTime),  # where the feed began: older days are not covered
+    sa.Column("last_sweep_at", UTCDateTime),  # TaskRouter's time when the last full list read began
+    sa.Column("events_refused_at", UTCDateTime),  # the Events resource answered 403/404
+    sa.Column("events_refused_reason", sa.String(255)),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+# 0005: stretches of TaskRouter time whose events were never read (older than the retention)
+event_gaps = sa.Table(
+    "event_gaps",
+    metadata,
+    _sid("workspace_sid", primary_key=True),
+    sa.Column("gap_start", UTCDateTime, primary_key=True),
+    sa.Column("gap_end", UTCDateTime, nullable=False),
+    sa.Column("detected_at", UTCDateTime, nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+# What a reservation event carries that a list record does not, and the other way round.
+EVENT_ONLY_COLUMNS = ("task_queue_sid", "task_queue_name", "task_channel_unique_name",
+                      "workflow_sid")
+LIST_ONLY_COLUMNS = ("url", "links")
+# Columns the upsert of list records writes (deleted_upstream_at belongs to warehouse.deletions);
+# leaving the event-only columns out keeps what events stored when a list version updates a row.
+RESERVATION_COLUMNS = [c.name for c in reservations.columns
+                       if c.name != "deleted_upstream_at" and c.name not in EVENT_ONLY_COLUMNS]
+# Columns the upsert of event versions writes: everything but url and links, which only lists
+# carry (an event version leaves them as a list read stored them, or NULL).
+EVENT_RESERVATION_COLUMNS = [c.name for c in reservations.columns
+                             if c.name != "deleted_upstream_at" and c.name not in LIST_ONLY_COLUMNS]
 WORKER_COLUMNS = [c.name for c in workers.columns]
+

@@ -50,7 +50,8 @@ def stored_date_text(dialect: Dialect) -> sa.ColumnElement[str]:
 
 @dataclass
 class StoredVersions:
-    """Stored ``(sid, date text, status, deleted upstream)`` rows of some workers' reservations."""
+    """Stored ``(sid, date text, status, deleted upstream, known only from events)`` rows of
+    some workers' reservations."""
 
     rows: list[tuple[str, str, str, Any]] = field(default_factory=list)
 
@@ -63,7 +64,7 @@ class StoredVersions:
 def _stored_versions_sql(dialect: Dialect, workers: int) -> str:
     """The driver SQL reading the stored versions of ``workers`` workers (cached per size)."""
     query = sa.select(_c.sid, stored_date_text(dialect), _c.reservation_status,
-                      _c.deleted_upstream_at.is_not(None))
+                      _c.deleted_upstream_at.is_not(None), _c.url.is_(None))
     return in_list_sql(query, _c.worker_sid, workers, dialect)
 
 
@@ -97,6 +98,7 @@ class Screened:
 
 _VERSION = itemgetter("sid", "date_updated", "reservation_status")
 _FIRST_THREE = itemgetter(0, 1, 2)
+_FIFTH = itemgetter(4)
 _FIRST = itemgetter(0)
 
 
@@ -107,7 +109,9 @@ def screen_records(records: Sequence[Any], stored: StoredVersions) -> Screened:
     statement runs per record on well-formed pages. Pages with a record that is not an object
     or lacks one of the three fields take a per-record loop with the same outcome.
     """
-    versions = set(map(_FIRST_THREE, stored.rows))
+    # a row only events have shown (no url yet) is never set aside: its list record fills it
+    listed = compress(stored.rows, map(not_, map(_FIFTH, stored.rows)))
+    versions = set(map(_FIRST_THREE, listed))
     try:
         keys = list(map(_VERSION, records))
     except (KeyError, TypeError, AttributeError):

@@ -45,6 +45,8 @@ from warehouse.multirow import execute_multi_row, use_multi_row
 from warehouse.mysqlbulk import execute_insert, use_column_escaping
 from warehouse.pgcopy import copy_new_rows, stage_rows, worth_staging
 from warehouse.schema import (
+    EVENT_ONLY_COLUMNS,
+    EVENT_RESERVATION_COLUMNS,
     RESERVATION_COLUMNS,
     WORKER_COLUMNS,
     reservations,
@@ -64,6 +66,8 @@ class UpsertCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    # rows known only from events that a list record completed (url, links, its date_created)
+    filled: int = 0
     # The rows this call wrote (sid, reservation_status, previous_status (None when inserted),
     # date_created, date_updated): the status history is derived from it in the same transaction.
     written_rows: pd.DataFrame | None = field(default=None, compare=False, repr=False)
@@ -74,6 +78,7 @@ class UpsertCounts:
         self.inserted += other.inserted
         self.updated += other.updated
         self.unchanged += other.unchanged
+        self.filled += other.filled
         return self
 
     @property
@@ -82,7 +87,7 @@ class UpsertCounts:
 
     @property
     def seen(self) -> int:
-        return self.inserted + self.updated + self.unchanged
+        return self.inserted + self.updated + self.unchanged + self.filled
 
 
 # -- statements -----------------------------------------------------------------------------
@@ -98,14 +103,30 @@ def _dialect_name(dialect: Dialect) -> str:
     return "mysql" if dialect.name in ("mysql", "mariadb") else dialect.name
 
 
-def _reservation_upsert(dialect: Dialect) -> sa.Insert:
-    updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
+# The upsert's column sets: a list record's, and an event version's (warehouse.events).
+UPSERT_COLUMNS = {"reservations": RESERVATION_COLUMNS,
+                  "reservation_events": EVENT_RESERVATION_COLUMNS}
+# An event version may lack what an earlier one had (a worker name, the task's queue): its NULLs
+# never erase a stored value. A list record carries all its fields, so it writes them as they are.
+KEEP_STORED_IF_NULL = frozenset({"account_sid", "worker_name", "task_sid", "task_queue_sid",
+                                 "task_queue_name", "task_channel_unique_name", "workflow_sid"})
+
+
+def _new_value(kind: str, incoming: Any, column: str) -> Any:
+    if kind == "reservation_events" and column in KEEP_STORED_IF_NULL:
+        return sa.func.coalesce(incoming, reservations.c[column])
+    return incoming
+
+
+def _reservation_upsert(dialect: Dialect, kind: str = "reservations") -> sa.Insert:
+    columns = UPSERT_COLUMNS[kind]
+    updatable = [c for c in columns if c not in ("sid", "first_loaded_at")]
     name = _dialect_name(dialect)
     if name in ("postgresql", "sqlite"):
         ins = (postgresql.insert if name == "postgresql" else sqlite.insert)(reservations)
         return ins.on_conflict_do_update(
             index_elements=["sid"],
-            set_={c: ins.excluded[c] for c in updatable},
+            set_={c: _new_value(kind, ins.excluded[c], c) for c in updatable},
             where=_newer_than_stored(ins.excluded.date_updated, ins.excluded.status_rank),
         )
     if name == "mysql":
@@ -116,7 +137,8 @@ def _reservation_upsert(dialect: Dialect) -> sa.Insert:
         order = [c for c in updatable if c not in ("status_rank", "date_updated")]
         order += ["status_rank", "date_updated"]
         assignments = [
-            (c, sa.case((newer, ins.inserted[c]), else_=reservations.c[c])) for c in order
+            (c, sa.case((newer, _new_value(kind, ins.inserted[c], c)), else_=reservations.c[c]))
+            for c in order
         ]
         return ins.on_duplicate_key_update(assignments)
     raise NotImplementedError(f"no upsert for dialect {dialect.name}")
@@ -137,8 +159,8 @@ def _worker_upsert(dialect: Dialect) -> sa.Insert:
 @lru_cache(maxsize=16)
 def _compiled(kind: str, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
     """The statement's SQL for the driver, and the bind order when the paramstyle is positional."""
-    if kind == "reservations":
-        stmt, columns = _reservation_upsert(dialect), RESERVATION_COLUMNS
+    if kind in UPSERT_COLUMNS:
+        stmt, columns = _reservation_upsert(dialect, kind), UPSERT_COLUMNS[kind]
     else:
         stmt, columns = _worker_upsert(dialect), WORKER_COLUMNS
     compiled = stmt.compile(dialect=dialect, column_keys=columns)
@@ -208,35 +230,39 @@ def _execute_many(conn: Connection, kind: str, frame: pd.DataFrame, columns: Seq
 _STAGE = "_reservations_stage"
 
 
-@lru_cache(maxsize=4)
-def _merge_sql(dialect: Dialect) -> str:
+@lru_cache(maxsize=8)
+def _merge_sql(dialect: Dialect, kind: str = "reservations") -> str:
     """``INSERT INTO reservations SELECT ... FROM <stage> ORDER BY sid ON CONFLICT ... WHERE
     newer`` (PostgreSQL: row locks in sid order, so concurrent writers cannot deadlock)."""
-    stage = sa.table(_STAGE, *[sa.column(c) for c in RESERVATION_COLUMNS])
-    updatable = [c for c in RESERVATION_COLUMNS if c not in ("sid", "first_loaded_at")]
-    select = sa.select(*[stage.c[c] for c in RESERVATION_COLUMNS]).order_by(stage.c.sid)
-    ins = postgresql.insert(reservations).from_select(RESERVATION_COLUMNS, select)
+    columns = UPSERT_COLUMNS[kind]
+    stage = sa.table(_STAGE, *[sa.column(c) for c in columns])
+    updatable = [c for c in columns if c not in ("sid", "first_loaded_at")]
+    select = sa.select(*[stage.c[c] for c in columns]).order_by(stage.c.sid)
+    ins = postgresql.insert(reservations).from_select(columns, select)
     stmt = ins.on_conflict_do_update(
         index_elements=["sid"],
-        set_={c: ins.excluded[c] for c in updatable},
+        set_={c: _new_value(kind, ins.excluded[c], c) for c in updatable},
         where=_newer_than_stored(ins.excluded.date_updated, ins.excluded.status_rank),
     )
     return str(stmt.compile(dialect=dialect))
 
 
-def _pg_copy_upsert(conn: Connection, frame: pd.DataFrame) -> None:
+def _pg_copy_upsert(conn: Connection, frame: pd.DataFrame, kind: str = "reservations") -> None:
     """The conditional upsert of ``frame`` (sorted by sid), its rows streamed with binary
     ``COPY`` into a staging table (``warehouse.pgcopy``)."""
-    rows = _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
-    stage_rows(conn, _STAGE, reservations.name, RESERVATION_COLUMNS, rows)
-    conn.exec_driver_sql(_merge_sql(conn.dialect))
+    columns = UPSERT_COLUMNS[kind]
+    rows = _bind_rows(frame, columns, conn.dialect, tuple(columns))
+    stage_rows(conn, _STAGE, reservations.name, columns, rows)
+    conn.exec_driver_sql(_merge_sql(conn.dialect, kind))
 
 
-def _copy_new_reservations(conn: Connection, frame: pd.DataFrame) -> bool:
+def _copy_new_reservations(conn: Connection, frame: pd.DataFrame,
+                           kind: str = "reservations") -> bool:
     """``frame`` (stamped, sorted by sid) ``COPY``'d straight into ``reservations``; False, with
     nothing written, when one of its sids is there already (``warehouse.pgcopy.copy_new_rows``)."""
-    rows = _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, tuple(RESERVATION_COLUMNS))
-    return copy_new_rows(conn, reservations.name, RESERVATION_COLUMNS, rows)
+    columns = UPSERT_COLUMNS[kind]
+    rows = _bind_rows(frame, columns, conn.dialect, tuple(columns))
+    return copy_new_rows(conn, reservations.name, columns, rows)
 
 
 def _stamped(conn: Connection, frame: pd.DataFrame, now: datetime) -> pd.DataFrame:
@@ -245,12 +271,13 @@ def _stamped(conn: Connection, frame: pd.DataFrame, now: datetime) -> pd.DataFra
     return frame.assign(first_loaded_at=stamp, last_changed_at=stamp).sort_values("sid", kind="stable")
 
 
-def _pg_write(conn: Connection, frame: pd.DataFrame, new: pd.Series) -> None:
+def _pg_write(conn: Connection, frame: pd.DataFrame, new: pd.Series,
+              kind: str = "reservations") -> None:
     """PostgreSQL: the ``new`` rows of ``frame`` (sids absent under the writer lock) ``COPY``'d
     straight into the table when there are enough of them; every other row upserted."""
     fresh = frame[new]
     if worth_staging(conn, len(fresh)):
-        if _copy_new_reservations(conn, fresh):
+        if _copy_new_reservations(conn, fresh, kind):
             frame = frame[~new]
         else:
             log.warning("a reservation this batch found absent was there when it was copied: "
@@ -258,20 +285,21 @@ def _pg_write(conn: Connection, frame: pd.DataFrame, new: pd.Series) -> None:
     if frame.empty:
         return
     if worth_staging(conn, len(frame)):
-        _pg_copy_upsert(conn, frame)
+        _pg_copy_upsert(conn, frame, kind)
     else:
-        _execute_many(conn, "reservations", frame, RESERVATION_COLUMNS)
+        _execute_many(conn, kind, frame, UPSERT_COLUMNS[kind])
 
 
-def _sqlite_multi_row_upsert(conn: Connection, frame: pd.DataFrame) -> None:
+def _sqlite_multi_row_upsert(conn: Connection, frame: pd.DataFrame,
+                             kind: str = "reservations") -> None:
     """The conditional upsert of ``frame`` as multi-row statements (warehouse.multirow)."""
-    sql, order = _compiled("reservations", conn.dialect)
-    execute_multi_row(conn, sql, _bind_rows(frame, RESERVATION_COLUMNS, conn.dialect, order))
+    sql, order = _compiled(kind, conn.dialect)
+    execute_multi_row(conn, sql, _bind_rows(frame, UPSERT_COLUMNS[kind], conn.dialect, order))
 
 
 # -- reading what is stored -----------------------------------------------------------------
 _STORED_COLUMNS = ["sid", "stored_date", "stored_rank", "stored_status", "stored_deleted",
-                   "stored_created"]
+                   "stored_created", "stored_unlisted", "stored_no_event"]
 
 
 def _created_text(dialect: Dialect) -> sa.ColumnElement[str]:
@@ -299,7 +327,8 @@ def _lookup_sql(dialect: Dialect, size: int) -> str:
     c = reservations.c
     head = sa.select(c.sid, sa.type_coerce(c.date_updated, sa.String), c.status_rank,
                      c.reservation_status, c.deleted_upstream_at.is_not(None),
-                     _created_text(dialect))
+                     _created_text(dialect), c.url.is_(None),
+                     sa.and_(c.task_queue_sid.is_(None), c.workflow_sid.is_(None)))
     return in_list_sql(head, c.sid, size, dialect)
 
 
@@ -320,6 +349,8 @@ def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
         "stored_status": pd.Series(columns[3], dtype=object),
         "stored_deleted": pd.Series(columns[4], dtype=object),
         "stored_created": pd.Series(columns[5], dtype=object),  # text, unparsed
+        "stored_unlisted": pd.Series(columns[6], dtype=object),  # no list record seen yet
+        "stored_no_event": pd.Series(columns[7], dtype=object),  # no event's fields yet
     })
 
 
@@ -413,19 +444,70 @@ def _copy_if_all_new(conn: Connection, rows: pd.DataFrame, now: datetime) -> Ups
     return counts
 
 
+_FILL = (
+    reservations.update()
+    .where(reservations.c.sid == sa.bindparam("b_sid"), reservations.c.url.is_(None))
+    .values(url=sa.bindparam("b_url"), links=sa.bindparam("b_links"),
+            date_created=sa.bindparam("b_created", type_=reservations.c.date_created.type),
+            last_changed_at=sa.bindparam("b_stamp", type_=reservations.c.last_changed_at.type))
+)
+
+
+def _fill_from_list(conn: Connection, merged: pd.DataFrame, now: datetime) -> int:
+    """Complete rows that only events had shown (``url`` NULL) with a list record of the same
+    version: its ``url``, ``links`` and ``date_created`` (exact; events may have estimated it)."""
+    if merged.empty:
+        return 0
+    stamp = next_change_stamp(conn, now)
+    moved = _moved_from(merged[["stored_created", "date_created"]])
+    if not moved.empty:
+        record_moved_days(conn, moved, stamp)
+    created = merged["date_created"].astype("datetime64[us, UTC]").dt.to_pydatetime()
+    conn.execute(_FILL, [
+        {"b_sid": sid, "b_url": url, "b_links": links, "b_created": when, "b_stamp": stamp}
+        for sid, url, links, when in zip(merged["sid"], merged["url"], merged["links"], created,
+                                         strict=True)
+    ])
+    return len(merged)
+
+
+_FILL_EVENT_FIELDS = (
+    reservations.update()
+    .where(reservations.c.sid == sa.bindparam("b_sid"))
+    .values(**{c: sa.func.coalesce(reservations.c[c], sa.bindparam(f"b_{c}"))
+               for c in EVENT_ONLY_COLUMNS})
+)
+
+
+def _fill_from_events(conn: Connection, merged: pd.DataFrame) -> int:
+    """Give rows a list read stored the fields only events carry (the task's queue, channel
+    and workflow), from an event version that is not newer: nothing else changes."""
+    if merged.empty:
+        return 0
+    values = merged[["sid", *EVENT_ONLY_COLUMNS]].astype(object)
+    values = values.where(values.notna(), None)
+    conn.execute(_FILL_EVENT_FIELDS, [
+        {"b_sid": row[0], **{f"b_{c}": v for c, v in zip(EVENT_ONLY_COLUMNS, row[1:], strict=True)}}
+        for row in values.itertuples(index=False, name=None)
+    ])
+    return len(merged)
+
+
 def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
-                        expect_new: bool = False) -> UpsertCounts:
+                        expect_new: bool = False, kind: str = "reservations") -> UpsertCounts:
     """Write the new and newer rows of a normalized batch; returns exact counts.
 
-    ``rows`` comes from ``normalize_reservations`` (one row per sid). Runs inside the caller's
-    transaction, so a failure leaves nothing half-written. ``expect_new`` (a first load) lets
-    PostgreSQL try the batch as all-new rows first (``_copy_if_all_new``); the outcome and the
-    counts are the same either way.
+    ``rows`` comes from ``normalize_reservations`` (list records, ``kind="reservations"``) or
+    ``warehouse.events`` (event versions, ``kind="reservation_events"``), one row per sid. Runs
+    inside the caller's transaction, so a failure leaves nothing half-written. ``expect_new``
+    (a first load) lets PostgreSQL try the batch as all-new rows first (``_copy_if_all_new``);
+    the outcome and the counts are the same either way. A list record of the version a row
+    known only from events already holds fills that row's list fields (``_fill_from_list``).
     """
     if rows.empty:
         return UpsertCounts()
     lock_writers(conn, RESERVATIONS_WRITER)
-    if expect_new and worth_staging(conn, len(rows)):
+    if expect_new and kind == "reservations" and worth_staging(conn, len(rows)):
         copied = _copy_if_all_new(conn, rows, now)
         if copied is not None:
             return copied
@@ -441,7 +523,17 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
     written = merged[is_new | is_newer]
     to_write = written.drop(columns=_STORED_COLUMNS[1:])
     moved_from = _moved_from(merged.loc[is_newer, ["stored_created", "date_created"]])
-    counts = UpsertCounts(int(is_new.sum()), int(is_newer.sum()), int((~is_new & ~is_newer).sum()))
+    if kind == "reservations":
+        fills = (~is_new & ~is_newer & merged["stored_unlisted"].fillna(False).astype(bool)
+                 & merged["url"].notna())
+    else:
+        fills = (~is_new & ~is_newer & merged["stored_no_event"].fillna(False).astype(bool)
+                 & merged[list(EVENT_ONLY_COLUMNS)].notna().any(axis=1))
+    counts = UpsertCounts(int(is_new.sum()), int(is_newer.sum()),
+                          int((~is_new & ~is_newer & ~fills).sum()))
+    if fills.any():
+        fill = _fill_from_list if kind == "reservations" else (lambda c, m, _n: _fill_from_events(c, m))
+        counts.filled = fill(conn, merged[fills], now)
     counts.written_rows = written[
         ["sid", "reservation_status", "stored_status", "date_created", "date_updated"]
     ].rename(columns={"stored_status": "previous_status"}).reset_index(drop=True)
@@ -452,11 +544,11 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
         if not moved_from.empty:  # rare: TaskRouter's date_created is effectively immutable
             record_moved_days(conn, moved_from, to_write["last_changed_at"].iloc[0])
         if conn.dialect.name == "postgresql":
-            _pg_write(conn, to_write, is_new.loc[to_write.index])
+            _pg_write(conn, to_write, is_new.loc[to_write.index], kind)
         elif use_multi_row(conn):
-            _sqlite_multi_row_upsert(conn, to_write)
+            _sqlite_multi_row_upsert(conn, to_write, kind)
         else:
-            _execute_many(conn, "reservations", to_write, RESERVATION_COLUMNS)
+            _execute_many(conn, kind, to_write, UPSERT_COLUMNS[kind])
     return counts
 
 

@@ -40,6 +40,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
+from pipelines.taskrouter.clock import ServerClock
 from pipelines.taskrouter.credentials import CREDENTIAL_VARIABLES, Credentials
 from pipelines.taskrouter.errors import (
     TaskRouterAuthError,
@@ -280,6 +281,7 @@ class TaskRouterClient:
         self.max_retry_wait = max_retry_wait
         self.backoff_factor, self.backoff_max = backoff_factor, backoff_max
         self.stats = ClientStats()
+        self.clock = ServerClock()  # TaskRouter's time, from its responses' Date header
         self.limiter = RateLimiter(requests_per_second)
         self._auth_kind = credentials.kind
 
@@ -437,6 +439,7 @@ class TaskRouterClient:
             response = self.session.get(url, timeout=self.timeout, allow_redirects=False)
             content = response.content
         self.stats.count_bytes(len(content))
+        self.clock.observe(response.headers.get("Date"))
         if response.status_code >= 300:
             raise self._error_from(response, content)
         try:

@@ -27,12 +27,19 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import orjson
 
+from pipelines.taskrouter.emulator_events import (
+    EventsRequestError,
+    event_query,
+    render_event,
+    statistics_body,
+)
 from pipelines.taskrouter.emulator_world import STATUSES, World, WorldConfig, anchor_from_iso
 from pipelines.taskrouter.ratelimit import TokenBucket
 
@@ -54,6 +61,10 @@ class Faults:
     next_page_base_url: str | None = None  # put next_page_url on another origin (must be refused)
     forbidden: bool = False  # answer every API request 403 (credentials valid, access denied)
     retry_after_header: bool = True
+    events_refused: int = 0  # answer the Events resource with this status (403 or 404)
+    events_retention: str = "refuse"  # a StartDate older than 30 days: "refuse" (400) or "truncate"
+    events_lag_seconds: int = 0  # events become visible this long after they happen
+    events_fail_after: int | None = None  # Events requests after this many answer 500
     retry_after: str = "1"  # the header's value (seconds or an HTTP date; junk to test parsing)
     seed: int = 1
 
@@ -61,6 +72,8 @@ class Faults:
         unknown = set(self.fault_kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
+        if self.events_retention not in ("refuse", "truncate"):
+            raise ValueError("events_retention must be 'refuse' or 'truncate'")
 
 
 @dataclass
@@ -69,6 +82,7 @@ class ServerStats:
     api_requests: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0
+    events_requests: int = 0
     in_flight: int = 0  # API requests being answered right now
     max_in_flight: int = 0
     arrivals: list[float] = field(default_factory=list)  # monotonic time of each API request
@@ -81,6 +95,7 @@ class ServerStats:
                 "api_requests": self.api_requests,
                 "faults": dict(self.faults),
                 "rate_limited": self.rate_limited,
+                "events_requests": self.events_requests,
                 "max_in_flight": self.max_in_flight,
                 "max_requests_in_any_second": max_in_window(self.arrivals, 1.0),
             }
@@ -195,6 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
         head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
         head.append("Content-Type: application/json; charset=utf-8")
         head.append(f"Content-Length: {len(body)}")
+        head.append(f"Date: {formatdate(self.server.world.clock, usegmt=True)}")  # its own clock
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}")
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
@@ -357,6 +373,13 @@ class _Handler(BaseHTTPRequestHandler):
                 if body and b'"next_page_url":null' in body:
                     self.server.after_worker_listing(ws_sid)
                 return body
+            if parts[3] == "Events" and len(parts) == 4:
+                return self._events_page(path, query, ws_sid, page_size)
+            if parts[3] == "CumulativeStatistics" and len(parts) == 4:
+                try:
+                    return orjson.dumps(statistics_body(world, ws_sid, query))
+                except EventsRequestError as error:
+                    raise _ApiError(400, 20001, str(error)) from None
             if parts[3] == "Workers" and len(parts) == 6 and parts[5] == "Reservations":
                 worker = world.find_worker(ws_sid, parts[4])
                 if worker is None:
@@ -443,6 +466,44 @@ class _Handler(BaseHTTPRequestHandler):
         meta = orjson.dumps(self._meta(path, query, "reservations", page, page_size, next_token))
         return b'{"meta":' + meta + b',"reservations":[' + items + b"]}"
 
+    def _events_page(self, path: str, query: dict[str, str], ws_sid: str, page_size: int) -> bytes:
+        """``GET .../Events``: newest first; the token is the position of the last event sent."""
+        world, faults = self.server.world, self.server.faults
+        with self.server.stats.lock:
+            self.server.stats.events_requests += 1
+            failing = (faults.events_fail_after is not None
+                       and self.server.stats.events_requests > faults.events_fail_after)
+        if failing:
+            raise _ApiError(500, 20500, "Internal Server Error")
+        if faults.events_refused:
+            status = faults.events_refused
+            raise _ApiError(status, 20000 + status, "Forbidden: Events are not available to "
+                            "these credentials" if status == 403 else
+                            f"The requested resource {path} was not found")
+        try:
+            wanted = event_query(world, ws_sid, query, faults.events_retention == "refuse",
+                                 faults.events_lag_seconds)
+        except EventsRequestError as error:
+            raise _ApiError(400, 20001, str(error)) from None
+        log = world.logs[ws_sid]
+        positions = log.window(wanted, lambda tasks: _channels(world, tasks),
+                               lambda tasks: tasks % 3)
+        page = int(query.get("Page", "0") or 0)
+        token = query.get("PageToken")
+        if token:
+            try:
+                after = _untoken(token)
+            except ValueError:
+                raise _ApiError(400, 20001, "Invalid PageToken") from None
+            positions = positions[positions < after]
+        chosen = positions[:page_size]
+        events = log.events
+        items = [render_event(world, ws_sid, events[int(p)], log.first_sequence + int(p))
+                 for p in chosen]
+        next_token = _token(int(chosen[-1])) if len(positions) > page_size else None
+        meta = self._meta(path, query, "events", page, page_size, next_token)
+        return orjson.dumps({"events": items, "meta": meta})
+
     # -- control (tests, demo and benchmarks drive the world through these) ------------------
     def _control(self, method: str, path: str, query: dict[str, str]) -> None:
         server, world = self.server, self.server.world
@@ -451,6 +512,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {**figures, "clock": world.clock})
         elif path == "/_emulator/truth":
             self._send_json(200, {"reservations": world.truth(), "workers": world.truth_workers()})
+        elif path == "/_emulator/ever":
+            self._send_json(200, {"reservations": world.ever()})
+        elif path == "/_emulator/churn" and method == "POST":
+            figures = world.churn(float(query.get("minutes", "5")), int(query.get("new", "2")),
+                                  float(query.get("changed", "0.02")))
+            self._send_json(200, {**figures, "clock": world.clock})
         elif path == "/_emulator/stats":
             self._send_json(200, {**server.stats.as_dict(), "reservations": world.reservation_count()})
         elif path == "/_emulator/delete_workers" and method == "POST":
@@ -469,6 +536,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"serialized": n})
         else:
             raise _ApiError(404, 20404, f"No emulator control at {path}")
+
+
+def _channels(world: World, tasks: Any) -> Any:
+    import numpy as np
+
+    return np.array([world.task_channel(int(t)) for t in tasks], dtype=object)
 
 
 class Emulator:
