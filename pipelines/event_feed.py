@@ -134,15 +134,17 @@ def plan_sweeps(client: TaskRouterClient, engine: Engine, workspace_sids: list[s
 
 def follow_events(client: TaskRouterClient, engine: Engine, workspace_sids: list[str],
                   options: FeedOptions, progress: Callable[[str], None] | None = None,
-                  batch_rows: int = DEFAULT_BATCH_ROWS) -> FeedResult:
-    """Apply every workspace's events since its cursor; read the lists events cannot replace."""
+                  batch_rows: int = DEFAULT_BATCH_ROWS, now: datetime | None = None) -> FeedResult:
+    """Apply every workspace's events since its cursor, up to ``now`` (TaskRouter's time; asked
+    of its Date header when not given); read the lists events cannot replace."""
     started = time.monotonic()
     before = client.stats.snapshot()
     figures = SyncFigures(workspaces=len(workspace_sids))
     result = FeedResult(figures)
     if not options.enabled:
         return result
-    now, _ = taskrouter_now(client, workspace_sids)
+    if now is None:
+        now, _ = taskrouter_now(client, workspace_sids)
     cursors = read_cursors(engine)
     parts = [figures]
     for ws in workspace_sids:

@@ -31,6 +31,7 @@ import os
 import time
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -125,6 +126,15 @@ class SweepOutcome:
     workspaces: list[str]
     plan: SweepPlan
     planned_at: float = 0.0  # wall clock (time.time) when the sync began
+    clock_read_at: float = 0.0  # wall clock when TaskRouter's time (plan.started_at) was read
+
+    def taskrouter_now(self) -> datetime | None:
+        """TaskRouter's time now: its time at the plan plus the seconds elapsed since (only a
+        difference of this host's clock is used, never its reading)."""
+        if self.plan.started_at is None or not self.clock_read_at:
+            return None
+        elapsed = max(0.0, time.time() - self.clock_read_at)
+        return (self.plan.started_at + timedelta(seconds=elapsed)).replace(microsecond=0)
 
 
 @dataclass
@@ -217,6 +227,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             dialect = engine.dialect.name
             workspaces = resolve_workspaces(client, taskrouter.configured_workspaces())
             plan = plan_sweeps(client, engine, workspaces, options)
+            clock_read_at = time.time()
         for notice in plan.notices:
             context.log.warning(notice)
         shards = wanted
@@ -234,7 +245,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
         context.log.info(f"{len(workspaces)} workspace(s); list sweeps: {reasons or 'none due'}; "
                          f"{len(specs)} shard(s){rate}"
                          + (": " + "; ".join(s.describe() for s in specs) if specs else ""))
-        yield dg.Output(SweepOutcome(workspaces, plan, planned_at), "sweeps")
+        yield dg.Output(SweepOutcome(workspaces, plan, planned_at, clock_read_at), "sweeps")
         for spec in specs:
             yield dg.DynamicOutput(spec, output_name="shards", mapping_key=spec.key)
 
@@ -269,7 +280,8 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
         with warehouse.engine() as engine:
             with taskrouter.client() as client:
                 feed = follow_events(client, engine, sweeps.workspaces, options,
-                                     progress=context.log.info, batch_rows=settings.batch_rows)
+                                     progress=context.log.info, batch_rows=settings.batch_rows,
+                                     now=sweeps.taskrouter_now())
             for notice in feed.notices:
                 context.log.warning(notice)
             figures = merge_figures([*(r.figures for r in shards), feed.figures])

@@ -157,6 +157,7 @@ def normalize_events(records: Sequence[Any], workspace_sid: str) -> NormalizedEv
                                                       "event_ms", "is_created", *VERSION_COLUMNS]),
                                 rejected, ignored)
     frame = pd.DataFrame.from_records(rows).astype(object)
+    frame = frame.where(frame.notna(), None)  # one "missing": None, never NaN
     reasons = pd.Series("", index=frame.index, dtype=object)
     for name in SID_FIELDS:
         bad = frame[name].map(lambda v: v is not None and (not isinstance(v, str)

@@ -117,8 +117,9 @@ class EventLog:
             keep &= (chosen["serial"] == query.reservation) & (chosen["kind"] < TASK_CREATED)
         if query.task is not None:
             keep &= chosen["task"] == query.task
-        if query.worker is not None:
-            keep &= chosen["worker"] == query.worker
+        if query.worker is not None:  # the worker's reservations and its own events
+            keep &= (chosen["worker"] == query.worker) & (
+                (chosen["kind"] < TASK_CREATED) | (chosen["kind"] == WORKER_ACTIVITY))
         if query.task_queue is not None:
             keep &= queues(chosen["task"]) == query.task_queue
         if query.workflow is not None and query.workflow != 0:
