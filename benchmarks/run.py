@@ -54,6 +54,7 @@ EXTRA_MODULES = {
     "history": "benchmarks.warehouse_history",
     "contention": "benchmarks.read_contention",
     "readcost": "benchmarks.read_cost",
+    "events": "benchmarks.events",
 }
 
 

@@ -604,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slow-seconds", type=float, default=2.0)
     p.add_argument("--vanish-after-listing", type=int, default=0)
     p.add_argument("--prewarm", action="store_true", help="serialize every page before serving")
+    p.add_argument("--arrivals-per-hour", type=float, default=2.0, help="new tasks per worker")
+    p.add_argument("--pace", type=float, default=1.0, help="stretch every lifecycle duration")
+    p.add_argument("--open-share", type=float, default=None,
+                   help="share of seed reservations still open (default: by age)")
+    p.add_argument("--no-seed-events", action="store_true",
+                   help="no Events for the seed's past (a feed that starts now)")
     return p
 
 
@@ -617,6 +623,10 @@ def main(argv: list[str] | None = None) -> None:
         history_days=args.history_days,
         anchor=anchor_from_iso(args.anchor),
         dirty=args.dirty,
+        arrivals_per_hour=args.arrivals_per_hour,
+        pace=args.pace,
+        open_share=args.open_share,
+        seed_events=not args.no_seed_events,
     )
     faults = Faults(
         latency_ms=args.latency_ms,

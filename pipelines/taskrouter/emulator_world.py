@@ -88,6 +88,7 @@ class WorldConfig:
     task_ttl_seconds: int = 300  # TaskRouter deletes a task this long after it ends
     open_share: float | None = None  # seed reservations still open (default: by their age)
     events: bool = True  # keep the Events log (list-only benchmarks may save the memory)
+    seed_events: bool = True  # the seed's past in the log too (benchmarks of a running feed skip it)
 
 
 @dataclass
@@ -236,7 +237,7 @@ class World(WorldJson):
                 self.worker_list.append(workers[sid])
                 w += 1
             self.workers[ws_sid] = workers
-            if cfg.events:
+            if cfg.events and cfg.seed_events:
                 log.append(self._seed_events(list(workers.values())))
         self.lifecycle = Lifecycle(self)
 
