@@ -66,6 +66,7 @@ def figures_metadata(figures: SyncFigures) -> dict[str, Any]:
         "workers": figures.workers,
         "workers_skipped": len(figures.workers_skipped),
         "workers_failed": len(figures.workers_failed),
+        "events_failed": len(figures.events_failed),
         "pages": figures.pages,
         "requests": figures.requests,
         "retries": figures.retries,

@@ -26,7 +26,12 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from pipelines.loading import DEFAULT_BATCH_ROWS, SyncFigures, load_reservations, merge_figures
-from pipelines.taskrouter import TaskRouterClient
+from pipelines.taskrouter import (
+    TaskRouterAuthError,
+    TaskRouterClient,
+    TaskRouterError,
+    UnsafeNextPageUrl,
+)
 from pipelines.taskrouter.events import (
     RETENTION,
     EventsRefusedWindow,
@@ -134,9 +139,11 @@ def plan_sweeps(client: TaskRouterClient, engine: Engine, workspace_sids: list[s
 
 def follow_events(client: TaskRouterClient, engine: Engine, workspace_sids: list[str],
                   options: FeedOptions, progress: Callable[[str], None] | None = None,
-                  batch_rows: int = DEFAULT_BATCH_ROWS, now: datetime | None = None) -> FeedResult:
+                  batch_rows: int = DEFAULT_BATCH_ROWS, now: datetime | None = None,
+                  failed_workers: frozenset[str] | set[str] = frozenset()) -> FeedResult:
     """Apply every workspace's events since its cursor, up to ``now`` (TaskRouter's time; asked
-    of its Date header when not given); read the lists events cannot replace."""
+    of its Date header when not given); read the lists events cannot replace, except those of
+    ``failed_workers`` (this sync's list reads already failed them)."""
     started = time.monotonic()
     before = client.stats.snapshot()
     figures = SyncFigures(workspaces=len(workspace_sids))
@@ -152,15 +159,25 @@ def follow_events(client: TaskRouterClient, engine: Engine, workspace_sids: list
         if cursor.events_refused_at is not None and now - cursor.events_refused_at < (
                 _refusal_retry(options)):
             continue  # the plan swept it
-        unsettled = _follow_workspace(client, engine, cursor, now, options, result, progress)
+        try:
+            unsettled = _follow_workspace(client, engine, cursor, now, options, result, progress)
+        except (TaskRouterAuthError, UnsafeNextPageUrl):
+            raise  # nothing else will work either
+        except TaskRouterError as error:
+            # this workspace's cursor stays at its last committed window: the next sync resumes
+            # there; the other workspaces go on, and the caller fails the run at the end
+            figures.events_failed.append(ws)
+            result.notices.append(f"events of workspace {ws} could not be read ({error}); "
+                                  "what was applied stays, the next sync resumes from there")
+            continue
         if ws in result.swept:
             listing = {ws: [w["sid"] for w in client.list_workers(ws)
                             if isinstance(w, dict) and isinstance(w.get("sid"), str)]}
             parts.append(load_reservations(client, engine, listing, batch_rows=batch_rows,
                                            progress=progress))
-        elif unsettled:
-            result.fresh_workers[ws] = sorted(unsettled)
-            parts.append(load_reservations(client, engine, {ws: sorted(unsettled)},
+        elif unsettled - set(failed_workers):
+            result.fresh_workers[ws] = sorted(unsettled - set(failed_workers))
+            parts.append(load_reservations(client, engine, {ws: result.fresh_workers[ws]},
                                            batch_rows=batch_rows, progress=progress))
     result.figures = merged = merge_figures(parts)
     merged.workspaces = len(workspace_sids)
@@ -224,7 +241,6 @@ def _follow_workspace(client: TaskRouterClient, engine: Engine, cursor: Cursor, 
         figures.event_reservations += counts.reservations
         figures.inserted += counts.inserted
         figures.updated += counts.updated
-        figures.unchanged += counts.unchanged
         figures.filled += counts.filled
         figures.history_rows += counts.history_rows
         figures.rejected += counts.rejected

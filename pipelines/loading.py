@@ -64,6 +64,7 @@ class SyncFigures:
     event_windows: int = 0  # windows read and committed, each with its cursor
     events_estimated: int = 0  # new reservations dated by their first event (no .created read)
     event_gaps: int = 0  # stretches of events lost to TaskRouter's 30-day retention
+    events_failed: list[str] = field(default_factory=list)  # workspaces whose events failed
     batches: int = 0
     prepare_seconds: float = 0.0  # screening and normalizing, on the sync's own thread
     write_seconds: float = 0.0  # write transactions, on the writer thread
@@ -97,17 +98,23 @@ ProgressCallback = Callable[[str], None]
 
 
 class WorkersFailed(RuntimeError):
-    """Some workers could not be read after all retries; everything else was loaded."""
+    """Some workers (or workspaces' events) could not be read after all retries; everything
+    else was loaded."""
 
     def __init__(self, figures: SyncFigures) -> None:
         self.figures = figures
-        shown = ", ".join(figures.workers_failed[:10])
-        more = len(figures.workers_failed) - 10
-        super().__init__(
-            f"{len(figures.workers_failed)} worker(s) could not be read after retries "
-            f"({shown}{f' and {more} more' if more > 0 else ''}); all other workers were "
-            "loaded, and the next sync reads these again"
-        )
+        parts = []
+        if figures.workers_failed:
+            failed = list(dict.fromkeys(figures.workers_failed))  # one worker may fail twice
+            shown = ", ".join(failed[:10])
+            more = len(failed) - 10
+            parts.append(f"{len(failed)} worker(s) could not be read after "
+                         f"retries ({shown}{f' and {more} more' if more > 0 else ''})")
+        if figures.events_failed:
+            parts.append(f"the events of {len(figures.events_failed)} workspace(s) could not "
+                         f"be read after retries ({', '.join(figures.events_failed[:10])})")
+        super().__init__("; ".join(parts) + "; everything else was loaded, and the next sync "
+                         "reads these again")
 
 
 def resolve_workspaces(client: TaskRouterClient, workspace_sids: Iterable[str] | None) -> list[str]:

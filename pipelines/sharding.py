@@ -279,9 +279,10 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.engine() as engine:
             with taskrouter.client() as client:
+                failed = {w for r in shards for w in r.figures.workers_failed}
                 feed = follow_events(client, engine, sweeps.workspaces, options,
                                      progress=context.log.info, batch_rows=settings.batch_rows,
-                                     now=sweeps.taskrouter_now())
+                                     now=sweeps.taskrouter_now(), failed_workers=failed)
             for notice in feed.notices:
                 context.log.warning(notice)
             figures = merge_figures([*(r.figures for r in shards), feed.figures])
@@ -318,11 +319,13 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
                 f"{len(figures.workers_skipped)} worker(s) vanished upstream and were skipped: "
                 + ", ".join(figures.workers_skipped[:20])
             )
-        if figures.workers_failed:
+        if figures.workers_failed or figures.events_failed:
             context.log_event(dg.AssetObservation(asset_key=RESERVATIONS_KEY, metadata=metadata))
             failed = {"workers_failed": dg.MetadataValue.json(figures.workers_failed[:500]),
+                      "events_failed": dg.MetadataValue.json(figures.events_failed),
                       "shards_failed": dg.MetadataValue.json(failing)}
-            raise dg.Failure(description=f"{WorkersFailed(figures)} (in {', '.join(failing)})",
+            where = f" (in {', '.join(failing)})" if failing else ""
+            raise dg.Failure(description=f"{WorkersFailed(figures)}{where}",
                              metadata={**metadata, **failed})
         return dg.MaterializeResult(metadata=metadata)
 

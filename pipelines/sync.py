@@ -33,7 +33,8 @@ def sync_reservations(client: TaskRouterClient, engine: Engine, listing: dict[st
     plan = plan_sweeps(client, engine, workspaces, options)
     wanted = {ws: listing[ws] for ws in workspaces if ws in plan.whole}
     lists = load_reservations(client, engine, wanted, batch_rows=batch_rows, progress=progress)
-    feed = follow_events(client, engine, workspaces, options, progress, batch_rows)
+    feed = follow_events(client, engine, workspaces, options, progress, batch_rows,
+                         failed_workers=set(lists.workers_failed))
     swept = completed_sweeps(list(plan.whole), listing, lists)
     swept += completed_sweeps(feed.swept, listing, feed.figures)
     record_sweeps(engine, swept, plan.started_at)

@@ -72,7 +72,7 @@ def test_make_sync_on_a_fresh_clone_with_only_environment_variables(emulator, tm
     assert_summary_consistent(url)
     assert (clone / ".dagster_home" / "dagster.yaml").exists()
 
-    emulator.world.advance(30)
+    emulator.world.advance(60)  # the hourly list sweep is due (url and links come from lists)
     second = _make_sync(clone, env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert_matches_truth(url, emulator.world.truth(), allow_extra=True)

@@ -135,7 +135,7 @@ def test_every_check_passes_on_a_good_warehouse_and_fails_on_a_broken_one(
         good = run_daily_checks(instance)
         assert good.success
         passed = evaluations(good)
-        assert len(passed) == 8
+        assert len(passed) == 10  # 8 table checks, the events gaps, the reconciliation
         failed = {k for k, e in passed.items() if not e.passed}
         assert failed <= {"reservations:last_sync_is_recent"}  # only if this host is slow
         whole = meta(passed["reservations:statuses_known"])

@@ -301,3 +301,25 @@ def test_the_sweep_interval_follows_taskrouter_s_clock(sqlite_url):
         assert feed()[0].rows_seen == len(emu.world.truth())  # 31 minutes since the sweep
         assert feed()[0].rows_seen == 0
         feed.engine.dispose()
+
+
+def test_the_catch_up_survives_every_fault_kind_and_a_failing_workspace_fails_alone(sqlite_url):
+    with Emulator(events_world(), Faults(fault_rate=0.15, slow_seconds=1.0, seed=3)) as emu:
+        feed = Syncer(emu, sqlite_url, FeedOptions(window_events=1000))
+        figures, result = feed(read_timeout=0.5, max_attempts=6)
+        assert sum(emu.server.stats.faults.values()) >= 5 and figures.retries > 0
+        assert figures.events_failed == [] and figures.event_windows > len(emu.world.workspaces)
+        emu.world.advance(30)
+        feed(read_timeout=0.5, max_attempts=6)
+        assert_holds_everything_ever_shown(sqlite_url, emu)
+        # a workspace whose events keep failing: the others are applied, it resumes later
+        emu.server.set_faults(Faults(events_fail_after=emu.server.stats.events_requests + 1))
+        emu.world.advance(30)
+        figures, result = feed(max_attempts=2)
+        first, second = list(emu.world.workspaces)
+        assert figures.events_failed == [second] and figures.events_applied > 0
+        assert any(second in n and "resumes" in n for n in result.notices)
+        emu.server.set_faults(Faults())
+        feed()
+        assert_holds_everything_ever_shown(sqlite_url, emu)
+        feed.engine.dispose()

@@ -79,6 +79,8 @@ def test_each_fault_kind_at_15_percent_loads_exactly_the_truth(kind, sqlite_url)
 def test_dagster_job_under_every_fault_kind_with_default_retry_settings(emulator, sync_env,
                                                                         monkeypatch):
     emulator.server.set_faults(Faults(fault_rate=0.15, slow_seconds=1.0, seed=5))
+    # the lists under faults, page after page (the events feed under faults: test_events_feed)
+    monkeypatch.setenv("TASKROUTER_EVENTS", "0")
     monkeypatch.setenv("TASKROUTER_PAGE_SIZE", "10")
     monkeypatch.setenv("TASKROUTER_READ_TIMEOUT_S", "0.5")
     result = run_sync_job()

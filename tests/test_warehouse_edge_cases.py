@@ -108,24 +108,35 @@ def column_types(engine: Engine) -> dict[tuple[str, str], tuple[str, str, str]]:
     return {(t.lower(), c.lower()): (d.lower(), cs, co) for t, c, d, cs, co in rows}
 
 
+def insert_at_0003(engine: Engine, sid: str, links: dict[str, str]) -> None:
+    """A row as a sync of revision 0003 wrote it (today's code needs today's schema)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reservations (sid, workspace_sid, worker_sid, reservation_status, "
+            "status_rank, date_created, date_updated, links, first_loaded_at, last_changed_at) "
+            "VALUES (:sid, 'WS1', 'WK1', 'pending', 0, :at, :at, :links, :at, :at)"),
+            {"sid": sid, "at": datetime(2026, 11, 20, 10, 0, 5), "links": json.dumps(links)})
+
+
 def test_migration_0004_widens_the_columns_on_mariadb_and_downgrades(mariadb_engine):
     engine = mariadb_engine
     upgrade(engine, "0003_lean_indexes")
     assert set(column_types(engine).values()) == {("text", "utf8mb4", "utf8mb4_bin")}
     with pytest.raises(sa.exc.DataError, match="1406"):  # the defect, as 0003 had it
-        load(engine, [rec("WR_BIG", "pending", "2026-11-20T10:00:05Z", links=long_links())])
+        insert_at_0003(engine, "WR_BIG", long_links())
 
-    load(engine, [rec("WR_SMALL", "pending", "2026-11-20T10:00:05Z")])
+    insert_at_0003(engine, "WR_SMALL", {"worker": "https://w"})
     ensure_schema(engine)
     assert current_revision(engine) == head_revision()
     assert set(column_types(engine).values()) == {("longtext", "utf8mb4", "utf8mb4_bin")}
     assert schema_differences(engine) == []
     load(engine, [rec("WR_BIG", "pending", "2026-11-20T10:00:05Z", links=long_links())])
 
-    # a value TEXT cannot hold: the downgrade refuses and changes nothing
+    # a value TEXT cannot hold: 0004's downgrade refuses and changes nothing (the revisions
+    # after it are undone, one committed step each)
     with pytest.raises(RuntimeError, match="longer than TEXT"):
         downgrade(engine, "0003_lean_indexes")
-    assert current_revision(engine) == head_revision()
+    assert current_revision(engine) == "0004_long_text"
     assert set(column_types(engine).values()) == {("longtext", "utf8mb4", "utf8mb4_bin")}
 
     with engine.begin() as conn:
@@ -134,7 +145,7 @@ def test_migration_0004_widens_the_columns_on_mariadb_and_downgrades(mariadb_eng
     assert current_revision(engine) == "0003_lean_indexes"
     assert set(column_types(engine).values()) == {("text", "utf8mb4", "utf8mb4_bin")}
     with engine.connect() as conn:  # the rows survive both ways
-        assert conn.execute(sa.select(reservations.c.sid)).scalars().all() == ["WR_SMALL"]
+        assert conn.execute(sa.text("SELECT sid FROM reservations")).scalars().all() == ["WR_SMALL"]
     upgrade(engine)
     assert schema_differences(engine) == []
 

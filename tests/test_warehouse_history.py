@@ -271,20 +271,27 @@ def test_broken_records_from_the_emulator_are_quarantined_once_across_clock_adva
 
 def test_the_dagster_sync_reports_history_and_deletions(emulator, sync_env):
     from tests.helpers import materialization_metadata, run_sync_job
+    from warehouse.feed import read_cursors
 
-    first = materialization_metadata(run_sync_job(), "reservations")
-    before = {r["sid"] for r in emulator.world.truth()}
-    assert (first["history_rows"], first["deleted_upstream"], first["quarantined"]) == (
-        len(before), 0, 0)
-    emulator.world.advance(60)
-    gone = before - {r["sid"] for r in emulator.world.truth()}
-    second = materialization_metadata(run_sync_job(), "reservations")
-    assert gone and second["deleted_upstream"] == len(gone)
-    # every update here is a status change (the emulator only moves statuses)
-    assert second["history_rows"] == second["inserted"] + second["updated"] > 0
     engine = create_warehouse_engine(sync_env["WAREHOUSE_URL"])
     try:
+        first = materialization_metadata(run_sync_job(), "reservations")
+        before = {r["sid"] for r in emulator.world.truth()}
+        assert (first["deleted_upstream"], first["quarantined"]) == (0, 0)
+        assert first["history_rows"] == len(history_keys(engine))
+        emulator.world.advance(60)
+        gone = before - {r["sid"] for r in emulator.world.truth()}
+        second = materialization_metadata(run_sync_job(), "reservations")
+        assert gone and second["deleted_upstream"] == len(gone)
         assert set(deleted_marks(engine)) == gone
+        # the history holds every transition since the events coverage began, at its own time
+        # (the events), and nothing TaskRouter did not do (lists add the statuses they saw)
+        coverage = min(c.coverage_start for c in read_cursors(engine).values())
+        every = {(s, st, datetime.fromtimestamp(t, UTC)) for s, st, t in emulator.world.transitions()}
+        held = history_keys(engine)
+        assert held <= every
+        assert {k for k in every if k[2] >= coverage} <= held
+        assert second["history_rows"] == len(held) - first["history_rows"] > 0
     finally:
         engine.dispose()
 

@@ -192,7 +192,7 @@ def test_webserver_shows_assets_checks_jobs_schedules_and_metadata(webserver, sy
 
     checks = {(key, c["name"]): c for key, n in nodes.items()
               for c in n["assetChecksOrError"]["checks"]}
-    assert len(checks) == 8
+    assert len(checks) == 10
     assert checks[("reservations", "sids_unique")]["blocking"] is True
     assert checks[("reservations", "statuses_known")]["blocking"] is False
     assert "taskrouter_daily_checks" in checks[("reservations", "last_sync_is_recent")]["jobNames"]

@@ -54,14 +54,26 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Go back to ``revision``; indexes a failed first load left deferred are built first, so the
-    revisions find the schema they expect (``warehouse.initial_load``)."""
+    """Go back to ``revision``, one revision per transaction; indexes a failed first load left
+    deferred are built first, so the revisions find the schema they expect
+    (``warehouse.initial_load``).
+
+    One step at a time because MySQL/MariaDB commit DDL implicitly: in one transaction, a
+    revision that refuses would roll back the version table but not the DDL of the revisions
+    before it. So a refusal always leaves the warehouse at the last revision fully undone."""
     if current_revision(engine) == head_revision():
         restore_deferred_indexes(engine)
     config = _config()
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
+    script = ScriptDirectory.from_config(config)
+    current = current_revision(engine)
+    if current is None:
+        return
+    steps = [step.down_revision for step in script.iterate_revisions(current, revision)
+             if step.revision != revision]
+    for target in steps:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, target or "base")
 
 
 def ensure_schema(engine: Engine, auto_upgrade: bool = True) -> str:

@@ -193,6 +193,8 @@ class World(WorldJson):
             rng.choice(8, size=total, p=TERMINAL_MIX),
             rng.choice(8, size=total, p=OPEN_MIX),
         ).astype(np.int8)
+        # a reservation still pending has not changed since TaskRouter created it
+        updated = np.where(status == PENDING, created, updated)
         names = rng.integers(0, len(FIRST_NAMES) * len(LAST_NAMES), size=n_workers)
         activities = rng.integers(0, len(ACTIVITIES), size=n_workers)
         # the seed's future (drawn after the seed itself, so the seed stays what it always was)

@@ -41,9 +41,8 @@ NEW_COLUMNS = [
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("reservations") as batch:
-        for name, type_ in NEW_COLUMNS:
-            batch.add_column(sa.Column(name, type_, nullable=True))
+    for name, type_ in NEW_COLUMNS:  # nullable: an instant ADD COLUMN on every database
+        op.add_column("reservations", sa.Column(name, type_, nullable=True))
     op.create_table(
         "event_cursors",
         sa.Column("workspace_sid", sa.String(64)),
@@ -71,6 +70,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("event_gaps")
     op.drop_table("event_cursors")
-    with op.batch_alter_table("reservations") as batch:
-        for name, _ in reversed(NEW_COLUMNS):
-            batch.drop_column(name)
+    # A plain DROP COLUMN everywhere (SQLite has it since 3.35): a batch table copy on SQLite
+    # would break the reservation_times view of 0002, which names the table.
+    for name, _ in reversed(NEW_COLUMNS):
+        op.drop_column("reservations", name)
