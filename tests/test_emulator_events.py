@@ -146,3 +146,27 @@ def test_the_world_is_the_same_however_the_clock_got_there():
     assert coarse.transitions() == fine.transitions()
     for ws in coarse.workspaces:
         assert (coarse.logs[ws].events == fine.logs[ws].events).all()
+
+
+def test_a_busy_window_read_in_slices_is_every_reservation_event_once(emu):
+    from datetime import timedelta
+
+    from pipelines.taskrouter import TaskRouterClient, credentials_from_env
+    from pipelines.taskrouter.events import _slices, read_event_window
+
+    ws = next(iter(emu.world.workspaces))
+    emu.world.advance(120)
+    end = datetime.fromtimestamp(emu.world.clock, UTC)
+    start = end - timedelta(hours=3)
+    expected = {e["sid"] for e in all_events(emu, ws, StartDate=start.isoformat(),
+                                              EndDate=end.isoformat())
+                if e["event_type"].startswith("reservation.")}
+    with TaskRouterClient(credentials_from_env(emu.env()), emu.base_url, page_size=20,
+                          concurrency=4) as client:
+        window = read_event_window(client, ws, start, end)
+    got = [e["sid"] for e in window.events]
+    assert len(got) == len(set(got)) and set(got) == expected and window.pages > 4
+    # the slices cover every second once
+    pieces = _slices(start, end, 4)
+    assert pieces[0][0] == start and pieces[-1][1] == end
+    assert all((b[0] - a[1]).total_seconds() == 1 for a, b in zip(pieces, pieces[1:]))
