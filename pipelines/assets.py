@@ -7,7 +7,6 @@ summary days that changed, report the figures.
 
 import time
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -20,6 +19,7 @@ from pipelines.loading import (
     resolve_workspaces,
 )
 from pipelines.partitions import summary_start_date
+from pipelines.report import REPORT_PATH
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.settings import Settings
 from warehouse.schema import reservation_daily_status_counts as counts_table
@@ -27,7 +27,6 @@ from warehouse.schema import workers as workers_table
 from warehouse.summary import SummaryRefresh, refresh_range
 
 GROUP = "taskrouter"
-REPORT_PATH = Path(__file__).resolve().parents[1] / "data" / "report.html"  # `make report`
 SUMMARY_KEY = dg.AssetKey("reservation_daily_status_counts")
 TASKROUTER_POOL = "taskrouter_api"  # concurrency pool of every step that calls the TaskRouter API
 

@@ -163,6 +163,7 @@ class CommandLog:
             root.addHandler(handler)
             self._handlers.append(handler)
         root.setLevel(min(logging.INFO, logging.getLevelName(self.level)))
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's own storage set-up
         logging.captureWarnings(True)  # Python warnings go to the file, not the terminal
         return self
 
@@ -225,7 +226,7 @@ class CommandLog:
                 if meta.get("dagster_event") is not None:
                     return  # Dagster's own events: the log file has them
                 message = str(meta.get("orig_message", record.getMessage()))
-                if record.levelno >= logging.WARNING:
+                if record.levelno == logging.WARNING:  # errors are summed up by the Problem
                     log.warn(message)
                 elif message.startswith("progress:"):
                     print(f"  {scrub(message)}", flush=True)
@@ -288,19 +289,19 @@ def _first_sentence(text: str) -> str:
 def explain(what: str, cls_name: str, message: str) -> Problem:
     """The cause in plain words and the fix, by the kind of error (one table, read top down)."""
     head, tail = _details(message)
-    tail = f" ({tail})" if tail else ""
+    tail = f": {tail}" if tail else ""
     if cls_name == "TaskRouterAuthError":
         cause = head.split(". Check", 1)[0].rstrip(".")
-        return Problem(what, f"{cause}{tail}.", _credentials_fix())
+        return Problem(what, f"{cause}{tail}", _credentials_fix())
     if cls_name == "MissingCredentials":
         return Problem(what, head, "Export those variables (or run `make demo`, which needs "
                        "none: it starts a local TaskRouter emulator).")
     if cls_name == "TaskRouterError" and "request failed after" in head:
-        return Problem(what, f"TaskRouter at {api_root()} could not be reached: {head}{tail}.",
+        return Problem(what, f"TaskRouter at {api_root()} could not be reached. {head}{tail}",
                        f"Check TASKROUTER_BASE_URL ({api_root()}) and that this machine can reach "
                        "it (network, proxy, firewall); TASKROUTER_MAX_ATTEMPTS sets the attempts.")
     if cls_name == "TaskRouterNotFound":
-        return Problem(what, f"{head}{tail}.", "Check TASKROUTER_WORKSPACE_SIDS (leave it empty "
+        return Problem(what, f"{head}{tail}", "Check TASKROUTER_WORKSPACE_SIDS (leave it empty "
                        "for every workspace of the account) and TASKROUTER_BASE_URL.")
     if cls_name in ("SettingsError", "WarehouseUrlError", "SchemaOutOfDate"):
         lines = message.strip().splitlines()
