@@ -27,6 +27,8 @@ from pipelines.console import (
     CommandLog,
     Problem,
     api_root,
+    explain,
+    innermost,
     plain,
     scrub,
     shown_path,
@@ -128,8 +130,6 @@ def _print_figures(metadata: dict[str, dict[str, Any]], say: Any = print) -> Non
 
 
 def _sync_problem(label: str, outcome: SyncOutcome) -> Problem:
-    from pipelines.console import explain
-
     step, cls_name, message = outcome.failures[0] if outcome.failures else ("?", "Error", "")
     others = len(outcome.failures) - 1
     what = f"{label} FAILED in step {step}" + (f" (and {others} more step(s))" if others > 0 else "")
@@ -326,8 +326,6 @@ def _definitions_problem() -> Problem | None:
 
         build_definitions()
     except Exception as error:  # noqa: BLE001 - any load error is what the UI would hide
-        from pipelines.console import explain, innermost
-
         return explain("The Dagster definitions do not load, so `make dev` did not start.",
                        *innermost(error))
     return None

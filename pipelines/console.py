@@ -19,8 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SECRET_VARIABLES = ("TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SECRET")
@@ -213,10 +216,10 @@ class CommandLog:
         cls_name, message = innermost(error)
         return explain(what, cls_name, message)
 
-    def dagster_logger(self) -> Any:
+    def dagster_logger(self) -> dg.LoggerDefinition:
         """A Dagster logger for ``execute_in_process``: every event into the log file; on the
         terminal only progress lines and the first warnings (failures are summed up after)."""
-        import dagster as dg
+        import dagster as dg  # here: report and migrate never load Dagster
 
         log = self
 

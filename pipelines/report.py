@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from warehouse.report import DailyReport
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -74,9 +76,8 @@ def chart_svg(report: DailyReport) -> str:
         bars.set_ylabel("reservations")
         bars.set_title(f"Reservations per day by current status ({report.zone} days)",
                        loc="left", fontsize=11)
-        bars.legend(ncols=min(len(counts.columns), 8) or 1, loc="upper left",
-                    bbox_to_anchor=(0, -0.01, 1, 0), frameon=False, fontsize=8) \
-            if len(counts.columns) else None
+        bars.legend(ncols=min(len(counts.columns), 8), loc="upper left",
+                    bbox_to_anchor=(0, -0.01, 1, 0), frameon=False, fontsize=8)
         bars.grid(axis="y", color="#e5e5e5")
         bars.set_axisbelow(True)
         line.plot(days, rate.tolist(), marker="o", markersize=3, color="#4e79a7")
@@ -166,13 +167,13 @@ GROUP BY day, reservation_status</code>.</p>
 """
 
 
-def write_report(engine: object, output: Path = REPORT_PATH, first: date | None = None,
+def write_report(engine: Engine, output: Path = REPORT_PATH, first: date | None = None,
                  last: date | None = None, warehouse: str = "") -> DailyReport:
     """Build the report for [first, last] (default: the 30 days ending at the latest day with
     data) and write it to ``output`` atomically (a half-written page is never left there)."""
     from warehouse.report import build_report
 
-    report = build_report(engine, first, last)  # type: ignore[arg-type]
+    report = build_report(engine, first, last)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".tmp")
     partial.write_text(render_html(report, warehouse), encoding="utf-8")

@@ -47,6 +47,24 @@ def test_relative_links_in_the_docs_resolve():
     assert not broken, broken
 
 
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_anchors_in_the_docs_point_at_headings():
+    broken = []
+    for page in [README, *DOCS.glob("*.md")]:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            linked = page.parent / target if target else page
+            if not linked.exists():
+                continue  # a page written later (test above)
+            headings = re.findall(r"^#+ (.+)$", linked.read_text(encoding="utf-8"), re.MULTILINE)
+            if anchor not in {_slug(h) for h in headings}:
+                broken.append(f"{page.name}: {target}#{anchor}")
+    assert not broken, broken
+
+
 def test_no_file_cites_a_design_document_that_does_not_ship():
     tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT_ROOT,
                              capture_output=True, text=True, check=True).stdout.split()
