@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import io
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,6 +84,9 @@ def chart_svg(report: DailyReport) -> str:
         line.set_ylim(0, 100)
         line.set_ylabel("acceptance %")
         line.grid(axis="y", color="#e5e5e5")
+        margin = timedelta(hours=14)  # half a bar and a little air on both ends
+        line.set_xlim(datetime.combine(days[0], time()) - margin,
+                      datetime.combine(days[-1], time()) + margin)
         line.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
         line.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, len(days) // 12)))
         for axis in (bars, line):

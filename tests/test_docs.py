@@ -47,6 +47,15 @@ def test_relative_links_in_the_docs_resolve():
     assert not broken, broken
 
 
+def test_the_benchmark_results_the_docs_cite_are_kept():
+    cited = set()
+    for page in [README, *DOCS.glob("*.md"), PROJECT_ROOT / "benchmarks" / "README.md"]:
+        cited |= set(re.findall(r"benchmarks/results/([\w.*-]+\.(?:md|json))", page.read_text(encoding="utf-8")))
+    missing = [name for name in cited
+               if not list((PROJECT_ROOT / "benchmarks" / "results").glob(name))]
+    assert cited and not missing, missing
+
+
 def _slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
     return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
