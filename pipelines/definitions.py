@@ -15,7 +15,6 @@ import dagster as dg
 
 from pipelines.assets import build_assets
 from pipelines.checks import build_checks
-from pipelines.notices import silence_dagster_notices
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.schedules import (
     build_daily_checks_job,
@@ -47,6 +46,8 @@ def _scheduled(name: str, cron: str, build: Callable[[str], T]) -> T:
 
 
 def build_definitions() -> dg.Definitions:
+    from pipelines.notices import silence_dagster_notices
+
     silence_dagster_notices()  # before the decorators below emit them
     settings = load_settings()
     assets, _daily = build_assets(settings)
