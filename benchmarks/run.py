@@ -215,13 +215,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str, readme: Path = ROOT / "README.md") -> None:
-    """Replace what stands between the README's bench markers (only the generated tables live
-    there; the analysis around them is kept). Refuses, rather than appends, without markers."""
+BENCH_DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def update_readme(text: str, readme: Path = BENCH_DOC) -> None:
+    """Replace what stands between the bench markers of docs/benchmarks.md (only the generated
+    tables live there; the analysis around them is kept). Refuses, rather than appends, without
+    markers. (The name predates the docs/ split; the option keeps it.)"""
     body = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if body.count(start) != 1 or body.count(end) != 1 or body.index(start) > body.index(end):
-        raise SystemExit(f"{readme}: expected one {start} ... {end} block; README left as it was")
+        raise SystemExit(f"{readme}: expected one {start} ... {end} block; file left as it was")
     head, rest = body.split(start, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
@@ -241,7 +245,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny shape, one repetition (smoke test)")
     p.add_argument("--extras", default="", help=f"also run: {','.join(EXTRA_MODULES)} (or 'all')")
     p.add_argument("--output", default=str(RESULTS / "latest"), help="path stem for .json and .md")
-    p.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    p.add_argument("--update-readme", "--update-docs", dest="update_readme", action="store_true",
+                   help="write the table into docs/benchmarks.md's bench block")
     return p.parse_args(argv)
 
 

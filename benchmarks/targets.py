@@ -1,6 +1,6 @@
 """The issue's targets judged from a harness run: each with its figure, its bound and a verdict.
 
-``run.py`` appends this table to every run's markdown (and so to the README block), and it can
+``run.py`` appends this table to every run's markdown (and so to docs/benchmarks.md's block), and it can
 judge saved results, several files at once (a 100k run and a separate 1.5M run, say):
 
     python -m benchmarks.targets benchmarks/results/a.json benchmarks/results/b.json

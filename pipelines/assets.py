@@ -18,6 +18,8 @@ from pipelines.loading import (
     load_workers,
     resolve_workspaces,
 )
+from pipelines.partitions import summary_start_date
+from pipelines.report import REPORT_PATH
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.settings import Settings
 from warehouse.schema import reservation_daily_status_counts as counts_table
@@ -94,7 +96,7 @@ def status_markdown(engine: Engine, first: date | None = None, last: date | None
 
 def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.DailyPartitionsDefinition]:
     daily = dg.DailyPartitionsDefinition(
-        start_date=settings.summary_start_date,
+        start_date=summary_start_date(settings),  # the first day with data (pipelines/partitions.py)
         timezone=settings.reporting_timezone,
         end_offset=1,  # today is a partition too
     )
@@ -115,7 +117,8 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
             workspaces = resolve_workspaces(client, taskrouter.configured_workspaces())
             figures, _ = load_workers(client, engine, workspaces)
             total = count_rows(engine, workers_table)
-        context.log.info(f"workers: {figures.as_dict()}")
+        context.log.info(f"workers: {figures.workers} in {figures.workspaces} workspace(s), "
+                         f"{figures.inserted} new, {figures.updated} changed")
         return dg.MaterializeResult(
             metadata={"dagster/row_count": total, **figures_metadata(figures),
                       "dagster/column_schema": table_schema(workers_table),
@@ -135,10 +138,12 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
         backfill_policy=dg.BackfillPolicy.single_run(),
         description=(
             "Reservations per day (of date_created in REPORTING_TIMEZONE), workspace, worker and "
-            "status (table `reservation_daily_status_counts`). Syncs refresh changed days; a "
-            "backfill recomputes its whole range in one run."
+            "status (table `reservation_daily_status_counts`). Every taskrouter_sync refreshes "
+            "the days it changed, so it needs no automation; a backfill recomputes its whole "
+            "range in one run. `make report` draws it in data/report.html."
         ),
-        metadata={"dagster/column_schema": table_schema(counts_table)},
+        metadata={"dagster/column_schema": table_schema(counts_table),
+                  "report": dg.MetadataValue.path(str(REPORT_PATH))},
     )
     def reservation_daily_status_counts(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource

@@ -47,6 +47,9 @@ def _scheduled(name: str, cron: str, build: Callable[[str], T]) -> T:
 
 
 def build_definitions() -> dg.Definitions:
+    from pipelines.notices import silence_dagster_notices
+
+    silence_dagster_notices()  # before the decorators below emit them
     settings = load_settings()
     assets, _daily = build_assets(settings)
     sync_job = build_sync_job()

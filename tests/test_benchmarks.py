@@ -208,11 +208,18 @@ def test_the_memory_targets_say_what_a_run_without_the_large_shape_lacks():
 
 
 def test_update_readme_rewrites_only_the_marked_block(tmp_path):
-    """`--update-readme` replaces the generated tables and keeps the analysis around them; a
-    README without exactly one block is left alone with a message."""
-    from benchmarks.run import update_readme
+    """`--update-readme` replaces the generated tables of docs/benchmarks.md and keeps the
+    analysis around them; a file without exactly one block is left alone with a message."""
+    from benchmarks.run import BENCH_DOC, parse_args, update_readme
 
-    readme = tmp_path / "README.md"
+    # the shipped target: docs/benchmarks.md holds exactly one block, the README none
+    assert BENCH_DOC == PROJECT_ROOT / "docs" / "benchmarks.md"
+    assert BENCH_DOC.read_text().count("<!-- bench:start -->") == 1
+    assert "<!-- bench:start -->" not in (PROJECT_ROOT / "README.md").read_text()
+    assert update_readme.__defaults__ == (BENCH_DOC,)
+    assert parse_args(["--update-docs"]).update_readme and parse_args(["--update-readme"]).update_readme
+
+    readme = tmp_path / "benchmarks.md"
     readme.write_text("intro\n<!-- bench:start -->\nold table\n<!-- bench:end -->\nanalysis\n")
     update_readme("new table", readme)
     assert readme.read_text() == "intro\n<!-- bench:start -->\nnew table\n<!-- bench:end -->\nanalysis\n"

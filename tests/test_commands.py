@@ -1,11 +1,17 @@
-"""The README's commands, run the way a user runs them: `dagster definitions validate`, `make sync`."""
+"""The README's commands, run the way a user runs them: `dagster definitions validate`,
+`make sync`, `make demo`, `make migrate`, `make dev`; a failure fits on one screen."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -48,13 +54,31 @@ def test_workspace_yaml_loads_with_dagster_cli(emulator, tmp_path):
     assert "Validation successful" in done.stdout + done.stderr
 
 
-def _make_sync(clone: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _make(clone: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     # reuse this venv instead of installing a new one: the clone's own code is what runs
     stamp = VENV / ".installed"
     return subprocess.run(
-        ["make", "--no-print-directory", f"VENV={VENV}", "-o", str(stamp), "sync"],
+        ["make", "--no-print-directory", f"VENV={VENV}", "-o", str(stamp), *args],
         cwd=clone, env=env, capture_output=True, text=True, timeout=300,
     )
+
+
+def _make_sync(clone: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return _make(clone, env, "sync")
+
+
+def _screen(done: subprocess.CompletedProcess[str]) -> tuple[str, list[str]]:
+    """Everything the terminal showed, and its non-empty lines."""
+    output = done.stdout + done.stderr
+    return output, [line for line in output.splitlines() if line.strip()]
+
+
+def _log_of(output: str, clone: Path) -> str:
+    """The log file a failure names (relative to the clone, where make ran)."""
+    found = re.search(r"Full log: (\S+)", output)
+    assert found, output
+    path = Path(found.group(1))
+    return (path if path.is_absolute() else clone / path).read_text(encoding="utf-8")
 
 
 def test_make_sync_on_a_fresh_clone_with_only_environment_variables(emulator, tmp_path):
@@ -79,16 +103,54 @@ def test_make_sync_on_a_fresh_clone_with_only_environment_variables(emulator, tm
     assert_summary_consistent(url)
 
 
-def test_make_sync_exits_nonzero_with_a_clear_message_on_bad_credentials(emulator, tmp_path):
+def test_make_sync_with_a_wrong_token_fails_on_one_screen(emulator, tmp_path):
+    """What failed, the cause, the fix naming the credential variables, and the log with the
+    full trace: at most 15 non-empty lines in all (make's own included), no secret, no figures."""
     clone = _fresh_copy(tmp_path)
     secret = "definitely-wrong-token-5521"
     env = _clean_env({**emulator.env(), "TWILIO_AUTH_TOKEN": secret}, clone / ".dagster_home")
     env.pop("DAGSTER_HOME")
     done = _make_sync(clone, env)
     assert done.returncode != 0
-    output = done.stdout + done.stderr
-    assert "refused the credentials" in output and "TWILIO_AUTH_TOKEN" in output
+    output, lines = _screen(done)
+    assert len(lines) <= 15, output
+    assert "Sync FAILED" in output and "refused the credentials" in output
+    for variable in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SID",
+                     "TWILIO_API_KEY_SECRET", "TASKROUTER_BASE_URL"):
+        assert variable in output, variable
     assert secret not in output
+    assert "Sync figures" not in output and "table holds" not in output  # nothing was loaded
+    assert "\x1b[" not in output  # no colour codes off a terminal
+    log = _log_of(output, clone)
+    assert "TaskRouterAuthError" in log and "Stack Trace" in log and secret not in log
+
+
+def test_make_demo_with_a_bad_setting_fails_on_one_screen(tmp_path):
+    clone = _fresh_copy(tmp_path)
+    env = _clean_env({"TASKROUTER_PAGE_SIZE": "5000"}, clone / ".dagster_home")
+    env.pop("DAGSTER_HOME")
+    done = _make(clone, env, "demo")
+    assert done.returncode != 0
+    output, lines = _screen(done)
+    assert len(lines) <= 12, output
+    assert "Demo sync FAILED" in output and "TASKROUTER_PAGE_SIZE='5000'" in output
+    assert "1 to 1000" in output and "Full log:" in output and "Traceback" not in output
+    assert "SettingsError" in _log_of(output, clone)
+    assert not (clone / "data" / "demo-state.json").exists()  # a failed demo advances nothing
+
+
+def test_make_migrate_against_an_unreachable_server_fails_on_one_screen(tmp_path):
+    clone = _fresh_copy(tmp_path)
+    password = "Unreachable-Secret-77"
+    env = _clean_env({"WAREHOUSE_URL": f"postgresql://someone:{password}@127.0.0.1:1/nowhere"},
+                     clone / ".dagster_home")
+    done = _make(clone, env, "migrate")
+    assert done.returncode != 0
+    output, lines = _screen(done)
+    assert len(lines) <= 12, output
+    assert "Migration FAILED" in output and "WAREHOUSE_URL" in output and "127.0.0.1:1" in output
+    assert password not in output and "***" in output
+    assert password not in _log_of(output, clone)
 
 
 @pytest.mark.parametrize("missing", ["TWILIO_AUTH_TOKEN"])
@@ -131,3 +193,82 @@ def test_a_partly_failed_sync_prints_what_it_did_load(emulator, sync_env, monkey
         stored = conn.execute(sa.text("SELECT COUNT(*) FROM reservations")).scalar_one()
     assert stored > 0
     assert f"table holds {stored:,}" in printed and " 0 read" not in printed
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _listing(base_url: str, world: dict[str, str]) -> set[tuple[str, str, str]]:
+    """Every reservation the emulator serves, read through TaskRouter's own URLs (the same
+    seed gives the same credentials)."""
+    import requests
+
+    session = requests.Session()
+    session.auth = (world["account_sid"], world["auth_token"])
+
+    def pages(url: str, key: str) -> list[dict[str, str]]:
+        items: list[dict[str, str]] = []
+        while url:
+            body = session.get(url, timeout=60).json()
+            items += body[key]
+            url = body["meta"]["next_page_url"]
+        return items
+
+    found = set()
+    for ws in pages(f"{base_url}/v1/Workspaces?PageSize=1000", "workspaces"):
+        for wk in pages(f"{base_url}/v1/Workspaces/{ws['sid']}/Workers?PageSize=1000", "workers"):
+            url = f"{base_url}/v1/Workspaces/{ws['sid']}/Workers/{wk['sid']}/Reservations?PageSize=1000"
+            found |= {(r["sid"], r["reservation_status"], r["date_updated"])
+                      for r in pages(url, "reservations")}
+    return found
+
+
+def test_make_dev_serves_the_demos_world_at_the_demos_clock(tmp_path):
+    """`make dev` without credentials starts the emulator where the last `make demo` left it
+    (anchor, minutes advanced, size from data/demo-state.json): the same reservations, so a
+    sync from the UI and the next demo agree."""
+    from pipelines.cli import emulator_args, running_emulator
+
+    clone = _fresh_copy(tmp_path)
+    state = {"anchor": "2026-11-03T12:00:00+00:00", "minutes": 45, "runs": 4,
+             "workers": 3, "reservations": 6}
+    (clone / "data").mkdir(parents=True, exist_ok=True)
+    (clone / "data" / "demo-state.json").write_text(json.dumps(state))
+    with running_emulator(emulator_args(state)) as demo_world:  # what the last demo served
+        world = dict(demo_world)
+        expected = _listing(demo_world["base_url"], world)
+        at_anchor = running_emulator(emulator_args({**state, "minutes": 0}))
+        with at_anchor as first_world:
+            assert _listing(first_world["base_url"], world) != expected  # the clock matters
+
+    env = _clean_env({}, clone / ".dagster_home")
+    dev = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dev", "--port", str(_free_port())],
+                           cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert dev.stdout is not None
+        for line in dev.stdout:
+            lines.append(line)
+            if "local emulator at" in line:
+                found.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert found.wait(timeout=240), "".join(lines)
+        base_url = re.search(r"local emulator at (http://\S+?),", "".join(lines)).group(1)  # type: ignore[union-attr]
+        assert _listing(base_url, world) == expected
+        assert "45 minutes past its first run" in "".join(lines)
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        try:
+            dev.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()

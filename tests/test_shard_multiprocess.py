@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from pipelines.taskrouter.emulator import Emulator, Faults
-from tests.conftest import PROJECT_ROOT, small_world
+from tests.conftest import PROJECT_ROOT, SUMMARY_START, small_world
 from tests.helpers import assert_matches_truth, assert_summary_consistent
 
 SHARDS = 4
@@ -66,10 +66,10 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 @pytest.fixture
 def shard_env(monkeypatch: pytest.MonkeyPatch, shard_emulator: Emulator, postgres_url: str) -> str:
     for name in ("TWILIO_API_KEY_SID", "TWILIO_API_KEY_SECRET", "TASKROUTER_WORKSPACE_SIDS",
-                 "REPORTING_TIMEZONE", "SUMMARY_START_DATE", "TASKROUTER_REQUESTS_PER_SECOND"):
+                 "REPORTING_TIMEZONE", "TASKROUTER_REQUESTS_PER_SECOND"):
         monkeypatch.delenv(name, raising=False)
     env = {**shard_emulator.env(), "WAREHOUSE_URL": postgres_url, "SYNC_SHARDS": str(SHARDS),
-           "SYNC_SHARD_RETRIES": "0",
+           "SUMMARY_START_DATE": SUMMARY_START, "SYNC_SHARD_RETRIES": "0",
            "TASKROUTER_SWEEP_INTERVAL_MINUTES": "0"}  # every sync reads the lists in shards
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # the step processes inherit this environment

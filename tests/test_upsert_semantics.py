@@ -1,4 +1,4 @@
-"""DESIGN.md's upsert rule on SQLite, through the same normalize + upsert path the sync uses.
+"""The upsert rule of docs/databases.md on SQLite, through the same normalize + upsert path the sync uses.
 
 Every test runs twice: through the multi-row statements the sync uses on SQLite
 (warehouse.multirow) and through the plain ``executemany`` they replaced, which must agree row

@@ -1,4 +1,4 @@
-"""Every ``WAREHOUSE_URL`` form of DESIGN.md, against the real servers: it connects, migrates,
+"""Every ``WAREHOUSE_URL`` form of docs/configuration.md, against the real servers: it connects, migrates,
 round-trips a hostile 4-byte string, and never shows the password."""
 
 from __future__ import annotations

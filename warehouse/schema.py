@@ -1,4 +1,4 @@
-"""The warehouse tables (SQLAlchemy Core). Names and listed columns are DESIGN.md's contract.
+"""The warehouse tables (SQLAlchemy Core). Names and listed columns are a contract (docs/data-dictionary.md).
 
 Time is UTC everywhere. ``UTCDateTime`` stores it as ``timestamptz`` on PostgreSQL, as naive UTC
 ``DATETIME(6)`` on MySQL/MariaDB (never ``TIMESTAMP``, which converts with the session zone) and

@@ -2,7 +2,7 @@
 
 TaskRouter has no "changed since" filter, so every sync reads every live reservation, and on a
 steady-state sync almost all of them are exactly what the warehouse stores. Under the upsert
-rule (DESIGN.md) a record is written only when its ``date_updated`` is newer, or equal with a
+rule (docs/databases.md) a record is written only when its ``date_updated`` is newer, or equal with a
 later status, so a record whose (sid, ``date_updated``, status) equals the stored row's changes
 nothing, whatever its other fields say. Those records are counted as unchanged here, from one
 read of the batch's workers' stored rows (an index range per worker, not a probe per sid), and

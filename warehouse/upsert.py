@@ -1,4 +1,4 @@
-"""Bulk upserts with DESIGN.md's semantics and honest counts on SQLite, PostgreSQL and MySQL.
+"""Bulk upserts with the semantics of docs/databases.md and honest counts on SQLite, PostgreSQL and MySQL.
 
 Each batch is classified against the stored ``(sid, date_updated, status_rank)`` read in the
 same transaction: new sids are inserted, strictly newer versions (or equal ``date_updated`` with

@@ -1,4 +1,4 @@
-"""Which Basic-auth pair to use, decided from the environment variables of DESIGN.md."""
+"""Which Basic-auth pair to use, decided from the environment variables of docs/configuration.md."""
 
 from __future__ import annotations
 
