@@ -17,7 +17,9 @@ applying, no process start-up; requests are the client's. Then the issue's targe
 from the figures of this run (no target is asserted anywhere).
 
 Usage: ``python -m benchmarks.events [--quick] [--shapes 1000,15000] [--latencies 20,100]
-[--output STEM]``; also ``benchmarks/run.py --extras events``.
+[--output STEM]``; also ``benchmarks/run.py --extras events``. ``--first-sync`` measures a
+first sync instead: every list, then the 30 days of events TaskRouter keeps, against every list
+alone (peak RSS is the benchmark process's, cumulative).
 """
 
 from __future__ import annotations
@@ -109,6 +111,25 @@ def measure(workers: int, latency_ms: float) -> list[dict[str, Any]]:
     return rows
 
 
+def first_sync(workers: int, latency_ms: float) -> list[dict[str, Any]]:
+    """What a first sync costs with the feed (every list, then 30 days of events back) and
+    without it (every list), on a world whose past is in its Events log."""
+    import resource
+
+    rows = []
+    with running(workers, 100, latency_ms) as emu, \
+            tempfile.TemporaryDirectory(prefix="bench-first-") as tmp:
+        for mode in ("events", "lists"):
+            url = f"sqlite:///{Path(tmp) / f'{mode}.db'}"
+            ensure_schema(create_warehouse_engine(url))
+            result = one_sync(emu, url, MODES[mode])
+            rows.append({"workers": workers, "latency_ms": latency_ms, "scenario": "first",
+                         "mode": mode, **result,
+                         "peak_rss_mb_so_far": round(resource.getrusage(
+                             resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+    return rows
+
+
 def judge(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The targets, from this run's figures: events against lists, same shape and latency."""
     verdicts = []
@@ -153,9 +174,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", help="workers per shape, e.g. 1000,15000")
     parser.add_argument("--latencies", help="ms, e.g. 20,100")
     parser.add_argument("--output", help="path stem: also write STEM.json and STEM.md")
+    parser.add_argument("--first-sync", action="store_true",
+                        help="instead: a first sync with and without the feed (30 days of events)")
     args = parser.parse_args(argv)
-    rows = run(args.quick, [int(s) for s in args.shapes.split(",")] if args.shapes else None,
-               [float(x) for x in args.latencies.split(",")] if args.latencies else None)
+    shapes = [int(s) for s in args.shapes.split(",")] if args.shapes else None
+    latencies = [float(x) for x in args.latencies.split(",")] if args.latencies else None
+    if args.first_sync:
+        rows = [r for w in shapes or [1000] for ms in latencies or [20.0]
+                for r in first_sync(w, ms)]
+        report(rows, args.output)
+        return
+    rows = run(args.quick, shapes, latencies)
     report(rows, args.output)
     verdicts = judge(rows)
     text = f"Targets (from this run):\n\n{generic_markdown(verdicts)}\n"

@@ -114,13 +114,21 @@ def _print_figures(metadata: dict[str, dict[str, Any]], say: Any = print) -> Non
     res = metadata.get("reservations")
     wk = metadata.get("workers")
     if res:
-        say(f"Sync figures: {res.get('workspaces', 0)} workspace(s), "
-            f"{res.get('workers', 0)} worker(s), {res.get('pages', 0)} page(s), "
-            f"{res.get('requests', 0)} request(s), {res.get('retries', 0)} retries")
-        say(f"  reservations: {res.get('rows_seen', 0):,} read, {res.get('inserted', 0):,} "
-            f"inserted, {res.get('updated', 0):,} updated, {res.get('unchanged', 0):,} unchanged, "
-            f"{res.get('rejected', 0):,} rejected, in {res.get('seconds', 0):.2f}s "
-            f"({res.get('rows_per_second', 0):,.0f} rows/s); "
+        workers = (wk or {}).get("workers", res.get("workers", 0))
+        say(f"Sync figures: {res.get('workspaces', 0)} workspace(s), {workers} worker(s), "
+            f"{res.get('pages', 0)} page(s), {res.get('requests', 0)} request(s), "
+            f"{res.get('retries', 0)} retries")
+        sweeps = res.get("list_sweeps") or {}
+        swept = (f"every worker's list read in {len(sweeps)} workspace(s) "
+                 f"({'; '.join(sorted(set(sweeps.values())))})" if sweeps
+                 else "no list sweep due (events cover the rest)")
+        say(f"  events: {res.get('events_applied', 0):,} reservation event(s) applied "
+            f"({res.get('events_read', 0):,} read) in {res.get('event_windows', 0)} window(s); "
+            f"{swept}")
+        say(f"  reservations: {res.get('inserted', 0):,} inserted, {res.get('updated', 0):,} "
+            f"updated, {res.get('filled', 0):,} completed; {res.get('rows_seen', 0):,} list "
+            f"record(s) read, {res.get('unchanged', 0):,} unchanged, "
+            f"{res.get('rejected', 0):,} rejected, in {res.get('seconds', 0):.2f}s; "
             f"table holds {res.get('dagster/row_count', 0):,}; "
             f"summary days refreshed: {res.get('days_refreshed', 0)}")
     if wk:
