@@ -138,6 +138,12 @@ def test_a_30_minute_gap_loses_nothing_and_reads_no_list(feed):
     assert_history_holds_every_transition(feed.engine, feed.emulator,
                                           feed.cursor(ws).coverage_start)
     assert_summary_consistent(feed.url)
+    # the next list sweep no longer lists them: marked deleted upstream, like any other row
+    world.advance(61)
+    assert feed()[0].rows_seen > 0
+    stored = warehouse_frame(feed.url).set_index("sid")
+    assert stored.loc[sorted(born_and_gone), "deleted_upstream_at"].notna().all()
+    assert_summary_consistent(feed.url)
 
 
 def test_a_24_hour_outage_is_fully_recovered(feed):
@@ -227,7 +233,8 @@ def test_a_sync_killed_mid_catch_up_replays_safely(warehouse_url, sqlite_url, tm
 
 
 @pytest.mark.parametrize("retention", ["refuse", "truncate"])
-def test_a_gap_past_the_retention_is_reported_and_swept(sqlite_url, retention):
+def test_a_gap_past_the_retention_is_reported_and_swept(warehouse_url, retention):
+    sqlite_url = warehouse_url
     with Emulator(events_world(), Faults(events_retention=retention)) as emu:
         feed = Syncer(emu, sqlite_url)
         feed()
