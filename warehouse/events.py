@@ -17,19 +17,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from warehouse.engine import run_in_transaction
 from warehouse.feed import write_cursor
-from warehouse.history import record_status_changes
+from warehouse.history import history_keys, record_status_changes
 from warehouse.lifecycle import STATUS_RANK, TERMINAL_RANK
-from warehouse.normalize import Rejected, cut_to_fit, parse_utc, storable_text
+from warehouse.normalize import Rejected, cut_to_fit, parse_utc, storable_text, too_long
 from warehouse.quarantine import quarantine
-from warehouse.schema import reservation_status_history, reservations
-from warehouse.upsert import RESERVATIONS_WRITER, lock_writers, upsert_reservations
+from warehouse.upsert import (
+    RESERVATIONS_WRITER,
+    lock_writers,
+    stored_versions,
+    upsert_reservations,
+)
 
 # The status an event type announces when its event_data does not say (TaskRouter's names).
 STATUS_BY_EVENT_TYPE = {
@@ -52,7 +56,6 @@ DATA_FIELDS = ("worker_sid", "worker_name", "task_sid", "task_queue_sid", "task_
 VERSION_COLUMNS = ["sid", "account_sid", "workspace_sid", "worker_sid", "worker_name", "task_sid",
                    "reservation_status", "status_rank", "date_created", "date_updated",
                    "task_queue_sid", "task_queue_name", "task_channel_unique_name", "workflow_sid"]
-LOOKUP_CHUNK = 1000
 
 
 @dataclass
@@ -83,6 +86,8 @@ class EventCounts:
 
 def _data(record: dict[str, Any]) -> dict[str, Any]:
     data = record.get("event_data")
+    if type(data) is dict:
+        return data
     if isinstance(data, str):  # some accounts' events carry it as JSON text
         try:
             data = orjson.loads(data)
@@ -93,7 +98,7 @@ def _data(record: dict[str, Any]) -> dict[str, Any]:
 
 def _text(value: Any) -> Any:
     """Values "may be strings": numbers become text, empty text and containers nothing."""
-    if isinstance(value, str):
+    if type(value) is str:
         return value or None
     if isinstance(value, bool) or value is None:
         return None
@@ -102,51 +107,59 @@ def _text(value: Any) -> Any:
     return value  # anything else is rejected by the checks below
 
 
-def _millis(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+COLUMNS = ("event_sid", "event_type", "sid", "reservation_status", "event_date", "event_ms",
+           "account_sid", "workspace_sid", *DATA_FIELDS)
 
 
-def _extract(record: dict[str, Any], workspace_sid: str) -> dict[str, Any] | None:
+def _row(record: dict[str, Any], workspace_sid: str) -> tuple[Any, ...] | None:
+    """One event's fields in ``COLUMNS`` order; None for a reservation event without a status."""
     data = _data(record)
     event_type = record.get("event_type")
     status = data.get("reservation_status")
-    if not isinstance(status, str) or not status:
-        status = STATUS_BY_EVENT_TYPE.get(event_type) if isinstance(event_type, str) else None
-    if status is None:
-        return None  # a reservation event that is not a state change
+    if type(status) is not str or not status:
+        status = STATUS_BY_EVENT_TYPE.get(event_type) if type(event_type) is str else None
+        if status is None:
+            return None  # a reservation event that is not a state change
     sid = data.get("reservation_sid")
     if sid is None and record.get("resource_type") == "reservation":
         sid = record.get("resource_sid")
-    row = {
-        "event_sid": record.get("sid") if isinstance(record.get("sid"), str) else None,
-        "event_type": event_type if isinstance(event_type, str) else None,
-        "sid": sid,
-        "reservation_status": status,
-        "event_date": record.get("event_date"),
-        "event_ms": _millis(record.get("event_date_ms")),
-        "account_sid": record.get("account_sid") or data.get("account_sid"),
-        "workspace_sid": record.get("workspace_sid") or data.get("workspace_sid") or workspace_sid,
-    }
-    for name in DATA_FIELDS:
-        row[name] = _text(data.get(name))
-    return row
+    event_sid = record.get("sid")
+    return (event_sid if type(event_sid) is str else None,
+            event_type if type(event_type) is str else None, sid, status,
+            record.get("event_date"), record.get("event_date_ms"),
+            record.get("account_sid") or data.get("account_sid"),
+            record.get("workspace_sid") or data.get("workspace_sid") or workspace_sid,
+            *[_text(data.get(name)) for name in DATA_FIELDS])
+
+
+def _not_sid(column: pd.Series) -> pd.Series:
+    """True where a value is present but not text of at most SID_LENGTH characters."""
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    if kind in ("string", "empty"):
+        return too_long(column, SID_LENGTH)
+    return column.map(lambda v: v is not None and (type(v) is not str or len(v) > SID_LENGTH))
+
+
+def _not_text(column: pd.Series) -> pd.Series:
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    if kind in ("string", "empty"):
+        return pd.Series(False, index=column.index)
+    return column.map(lambda v: v is not None and type(v) is not str)
 
 
 def normalize_events(records: Sequence[Any], workspace_sid: str) -> NormalizedEvents:
     """Events as the API returns them (reservation events, any order, maybe repeated) -> one
-    row per distinct event, with the reason for each one that cannot be stored."""
+    row per distinct event, with the reason for each one that cannot be stored. Fields are
+    picked per event (they are nested); every check runs over whole columns."""
     rejected: list[Rejected] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     kept: list[Any] = []
     ignored = 0
     for record in records:
-        if not isinstance(record, dict):
+        if type(record) is not dict:
             rejected.append(Rejected(record, "event is not a JSON object"))
             continue
-        row = _extract(record, workspace_sid)
+        row = _row(record, workspace_sid)
         if row is None:
             ignored += 1
             continue
@@ -156,33 +169,37 @@ def normalize_events(records: Sequence[Any], workspace_sid: str) -> NormalizedEv
         return NormalizedEvents(pd.DataFrame(columns=["event_sid", "event_type", "event_date",
                                                       "event_ms", "is_created", *VERSION_COLUMNS]),
                                 rejected, ignored)
-    frame = pd.DataFrame.from_records(rows).astype(object)
-    frame = frame.where(frame.notna(), None)  # one "missing": None, never NaN
+    frame = pd.DataFrame(dict(zip(COLUMNS, map(list, zip(*rows, strict=True)), strict=True)),
+                         dtype=object)
     reasons = pd.Series("", index=frame.index, dtype=object)
+
+    def reject(where: pd.Series, reason: str) -> None:
+        nonlocal reasons
+        reasons = reasons.mask(where & (reasons == ""), reason)
+
     for name in SID_FIELDS:
-        bad = frame[name].map(lambda v: v is not None and (not isinstance(v, str)
-                                                           or len(v) > SID_LENGTH))
-        reasons = reasons.mask(bad & (reasons == ""), f"{name} is not a sid")
+        reject(_not_sid(frame[name]), f"{name} is not a sid")
     for name in ("sid", "worker_sid"):
-        reasons = reasons.mask(frame[name].isna() & (reasons == ""), f"event without a {name}")
-    bad_status = frame["reservation_status"].map(lambda v: not isinstance(v, str) or len(v) > 32)
-    reasons = reasons.mask(bad_status & (reasons == ""), "reservation_status is not a status")
+        reject(frame[name].isna(), f"event without a {name}")
+    status = frame["reservation_status"]
+    reject(_not_text(status) | too_long(status.where(status.notna(), ""), 32),
+           "reservation_status is not a status")
     for name, limit in NAME_LIMITS.items():
-        wrong = frame[name].map(lambda v: v is not None and not isinstance(v, str))
-        reasons = reasons.mask(wrong & (reasons == ""), f"{name} is not a string")
+        wrong = _not_text(frame[name])
+        reject(wrong, f"{name} is not a string")
         frame[name] = cut_to_fit(storable_text(frame[name].where(~wrong, None)), limit)
-    dates = parse_utc(frame["event_date"].map(lambda v: v if isinstance(v, str) else None))
-    from_ms = pd.to_datetime(frame["event_ms"].astype("float64"), unit="ms", utc=True,
-                             errors="coerce")
-    dates = dates.fillna(from_ms.dt.floor("s"))
-    reasons = reasons.mask(dates.isna() & (reasons == ""), "event_date is not an ISO 8601 date")
+    millis = pd.to_numeric(frame["event_ms"], errors="coerce").astype("float64")
+    raw_dates = frame["event_date"]
+    dates = parse_utc(raw_dates.where(~_not_text(raw_dates), None))
+    dates = dates.fillna(pd.to_datetime(millis, unit="ms", utc=True, errors="coerce").dt.floor("s"))
+    reject(dates.isna(), "event_date is not an ISO 8601 date")
     frame["event_date"] = dates
     bad = reasons != ""
     for position in bad[bad].index:
         rejected.append(Rejected(kept[position], str(reasons[position])))
-    frame = frame[~bad].copy()
+    frame, millis = frame[~bad].copy(), millis[~bad]
     whole_ms = (frame["event_date"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
-    frame["event_ms"] = frame["event_ms"].astype("float64").fillna(whole_ms.astype("float64"))
+    frame["event_ms"] = millis.fillna(whole_ms.astype("float64"))
     frame["status_rank"] = frame["reservation_status"].map(STATUS_RANK).fillna(
         TERMINAL_RANK).astype("int16")
     frame["is_created"] = frame["event_type"] == CREATED_EVENT
@@ -195,18 +212,12 @@ def normalize_events(records: Sequence[Any], workspace_sid: str) -> NormalizedEv
 
 
 def _stored(conn: Connection, sids: list[str]) -> pd.DataFrame:
-    """The stored version of these reservations (those the warehouse has)."""
-    c = reservations.c
-    parts = []
-    for start in range(0, len(sids), LOOKUP_CHUNK):
-        parts.extend(conn.execute(
-            sa.select(c.sid, c.date_created, c.reservation_status, c.date_updated, c.status_rank)
-            .where(c.sid.in_(sids[start:start + LOOKUP_CHUNK]))).tuples())
-    frame = pd.DataFrame(parts, columns=["sid", "stored_created", "stored_status",
-                                         "stored_updated", "stored_rank"])
-    for name in ("stored_created", "stored_updated"):
-        frame[name] = pd.to_datetime(frame[name], utc=True)
-    return frame.set_index("sid")
+    """What the warehouse holds of these reservations (the upsert's own lookup), by sid, with
+    ``stored_created`` parsed."""
+    stored = stored_versions(conn, sids)
+    stored["stored_created_at"] = pd.to_datetime(stored["stored_created"], utc=True,
+                                                 format="ISO8601")
+    return stored
 
 
 def latest_versions(events: pd.DataFrame, stored: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -223,7 +234,7 @@ def latest_versions(events: pd.DataFrame, stored: pd.DataFrame) -> tuple[pd.Data
     created = ordered[ordered["is_created"]].groupby("sid")["event_date"].min()
     first_seen = groups["event_date"].min()
     date_created = created.reindex(values.index)
-    known = stored["stored_created"].reindex(values.index)
+    known = stored.set_index("sid")["stored_created_at"].reindex(values.index)
     date_created = date_created.fillna(known)
     estimated = date_created.isna()
     date_created = date_created.fillna(first_seen)
@@ -239,17 +250,23 @@ def transitions(events: pd.DataFrame, stored: pd.DataFrame, versions: pd.DataFra
     (the previous event's, or the stored one when it is older than the first event)."""
     ordered = events.sort_values(["sid", "event_date", "status_rank", "event_ms"], kind="stable")
     previous = ordered.groupby("sid")["reservation_status"].shift(1)
-    first = previous.isna() & ~ordered["is_created"]
-    before = stored.reindex(ordered["sid"])
-    older = (before["stored_updated"].to_numpy() < ordered["event_date"].to_numpy())
-    fallback = before["stored_status"].where(older, None).to_numpy()
-    previous = previous.where(~first, pd.Series(fallback, index=ordered.index))
-    created = versions.set_index("sid")["date_created"].reindex(ordered["sid"]).to_numpy()
+    first = (previous.isna() & ~ordered["is_created"]).to_numpy()
+    before = stored.set_index("sid").reindex(ordered["sid"])
+    event_at = ordered["event_date"].astype("datetime64[us, UTC]")
+    older = (before["stored_date"].astype("datetime64[us, UTC]").to_numpy()
+             < event_at.to_numpy())
+    fallback = np.where(older, before["stored_status"].to_numpy(), None)
+    previous = np.where(first, fallback, previous.to_numpy(dtype=object))
+    created = (versions.set_index("sid")["date_created"].astype("datetime64[us, UTC]")
+               .reindex(ordered["sid"]))
     frame = pd.DataFrame({
-        "sid": ordered["sid"].to_numpy(), "reservation_status": ordered["reservation_status"],
-        "previous_status": previous.astype(object).where(previous.notna(), None),
-        "date_created": created, "date_updated": ordered["event_date"],
+        "sid": ordered["sid"].to_numpy(dtype=object),
+        "reservation_status": ordered["reservation_status"].to_numpy(dtype=object),
+        "previous_status": pd.Series(previous, dtype=object).where(pd.notna(previous), None),
+        "date_created": created.to_numpy(), "date_updated": event_at.to_numpy(),
     })
+    frame["date_created"] = pd.to_datetime(frame["date_created"], utc=True)
+    frame["date_updated"] = pd.to_datetime(frame["date_updated"], utc=True)
     frame = frame[frame["previous_status"].isna()
                   | (frame["previous_status"] != frame["reservation_status"])]
     return frame.drop_duplicates(["sid", "reservation_status", "date_updated"]).reset_index(
@@ -260,17 +277,15 @@ def _absent_from_history(conn: Connection, rows: pd.DataFrame) -> pd.DataFrame:
     """The rows whose (sid, status, time) the history does not hold yet (exact counts)."""
     if rows.empty:
         return rows
-    h = reservation_status_history.c
-    sids = sorted(set(rows["sid"]))
-    found: set[tuple[str, str, pd.Timestamp]] = set()
-    for start in range(0, len(sids), LOOKUP_CHUNK):
-        for sid, status, when in conn.execute(
-                sa.select(h.sid, h.reservation_status, h.date_updated)
-                .where(h.sid.in_(sids[start:start + LOOKUP_CHUNK]))).tuples():
-            found.add((sid, status, pd.Timestamp(when).tz_convert("UTC")))
-    keys = zip(rows["sid"], rows["reservation_status"],
-               pd.to_datetime(rows["date_updated"], utc=True), strict=True)
-    return rows[[key not in found for key in keys]]
+    held = history_keys(conn, sorted(set(rows["sid"])))
+    if held.empty:
+        return rows
+    probe = rows[["sid", "reservation_status", "date_updated"]].astype(
+        {"date_updated": "datetime64[us, UTC]"})
+    found = probe.merge(held.astype({"date_updated": "datetime64[us, UTC]"}),
+                        on=["sid", "reservation_status", "date_updated"], how="left",
+                        indicator=True)["_merge"].to_numpy() == "both"
+    return rows[~found]
 
 
 def apply_event_window(engine: Engine, records: Sequence[Any], workspace_sid: str, *,
@@ -287,7 +302,8 @@ def apply_event_window(engine: Engine, records: Sequence[Any], workspace_sid: st
             lock_writers(conn, RESERVATIONS_WRITER)
             stored = _stored(conn, sorted(set(events["sid"])))
             versions, estimated = latest_versions(events, stored)
-            written = upsert_reservations(conn, versions, now, kind="reservation_events")
+            written = upsert_reservations(conn, versions, now, kind="reservation_events",
+                                          stored=stored.drop(columns="stored_created_at"))
             changes = _absent_from_history(conn, transitions(events, stored, versions))
             counts.history_rows = record_status_changes(conn, changes, now)
             counts.events, counts.reservations = len(events), len(versions)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
+from warehouse.engine import in_list_params, in_list_sql
 from warehouse.multirow import execute_multi_row, use_multi_row
 from warehouse.mysqlbulk import execute_insert, use_column_escaping
 from warehouse.pgcopy import copy_new_rows, stage_rows, worth_staging
@@ -24,6 +25,7 @@ from warehouse.schema import reservation_status_history as history
 from warehouse.upsert import naive_utc_text
 
 WRITE_CHUNK = 5000
+KEY_CHUNK = 2048  # a power of two: chunks are padded to one (engine.in_list_params)
 
 
 @lru_cache(maxsize=8)
@@ -78,6 +80,25 @@ def _driver_times(stamps: pd.Series, dialect: Dialect) -> list[Any]:
     if dialect.name == "postgresql":
         return list(stamps.dt.to_pydatetime())
     return naive_utc_text(stamps)
+
+
+@lru_cache(maxsize=32)
+def _keys_sql(dialect: Dialect, size: int) -> str:
+    h = history.c
+    return in_list_sql(sa.select(h.sid, h.reservation_status,
+                                 sa.type_coerce(h.date_updated, sa.String)), h.sid, size, dialect)
+
+
+def history_keys(conn: Connection, sids: list[str]) -> pd.DataFrame:
+    """The (sid, reservation_status, date_updated) the history holds for these sids."""
+    parts: list[tuple[Any, ...]] = []
+    for start in range(0, len(sids), KEY_CHUNK):
+        size, params = in_list_params(sids[start:start + KEY_CHUNK], conn.dialect)
+        parts.extend(conn.exec_driver_sql(_keys_sql(conn.dialect, size), params).tuples())
+    frame = pd.DataFrame(parts, columns=["sid", "reservation_status", "date_updated"])
+    frame["date_updated"] = pd.to_datetime(frame["date_updated"].astype(object), utc=True,
+                                           format="ISO8601")
+    return frame
 
 
 def history_rows(written: pd.DataFrame | None) -> pd.DataFrame:

@@ -332,6 +332,11 @@ def _lookup_sql(dialect: Dialect, size: int) -> str:
     return in_list_sql(head, c.sid, size, dialect)
 
 
+def stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
+    """What is stored of these sids, one row each (``_STORED_COLUMNS``); missing sids absent."""
+    return _stored_versions(conn, sids)
+
+
 def _stored_versions(conn: Connection, sids: list[str]) -> pd.DataFrame:
     columns: list[list[Any]] = [[] for _ in _STORED_COLUMNS]
     for start in range(0, len(sids), LOOKUP_CHUNK):
@@ -494,7 +499,8 @@ def _fill_from_events(conn: Connection, merged: pd.DataFrame) -> int:
 
 
 def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
-                        expect_new: bool = False, kind: str = "reservations") -> UpsertCounts:
+                        expect_new: bool = False, kind: str = "reservations",
+                        stored: pd.DataFrame | None = None) -> UpsertCounts:
     """Write the new and newer rows of a normalized batch; returns exact counts.
 
     ``rows`` comes from ``normalize_reservations`` (list records, ``kind="reservations"``) or
@@ -503,6 +509,8 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
     (a first load) lets PostgreSQL try the batch as all-new rows first (``_copy_if_all_new``);
     the outcome and the counts are the same either way. A list record of the version a row
     known only from events already holds fills that row's list fields (``_fill_from_list``).
+    ``stored``: what ``stored_versions`` just read of these sids under the writer lock, if the
+    caller has it (the lookup is not repeated).
     """
     if rows.empty:
         return UpsertCounts()
@@ -511,7 +519,8 @@ def upsert_reservations(conn: Connection, rows: pd.DataFrame, now: datetime, *,
         copied = _copy_if_all_new(conn, rows, now)
         if copied is not None:
             return copied
-    stored = _stored_versions(conn, rows["sid"].tolist())
+    if stored is None:
+        stored = _stored_versions(conn, rows["sid"].tolist())
     merged = rows.merge(stored, on="sid", how="left")
     is_new = merged["stored_date"].isna()
     incoming = merged["date_updated"].astype("datetime64[us, UTC]")

@@ -114,9 +114,9 @@ class _Collector:
                 raise WindowTooLarge(len(self.window.events))
 
 
-def _oldest_second(page: list[Any]) -> datetime | None:
-    """The oldest ``event_date`` on a page, or None when one cannot be read."""
-    oldest = None
+def _page_span(page: list[Any]) -> tuple[datetime, datetime] | None:
+    """The oldest and newest ``event_date`` on a page, or None when one cannot be read."""
+    moments = []
     for event in page:
         text = event.get("event_date") if isinstance(event, dict) else None
         try:
@@ -125,8 +125,20 @@ def _oldest_second(page: list[Any]) -> datetime | None:
             return None
         if moment.tzinfo is None:
             return None
-        oldest = moment if oldest is None or moment < oldest else oldest
-    return oldest
+        moments.append(moment)
+    return (min(moments), max(moments)) if moments else None
+
+
+def slices_worth_reading(first_page: list[Any], start: datetime, readers: int) -> int:
+    """How many time slices the rest of a window is worth cutting into: about one per two pages
+    the first page's density leaves below it, at most ``readers``; 1 follows the pages."""
+    span = _page_span(first_page)
+    if span is None or readers < 2:
+        return 1
+    oldest, newest = span
+    per_second = len(first_page) / max(1.0, (newest - oldest).total_seconds())
+    pages_left = per_second * max(0.0, (oldest - start).total_seconds()) / max(1, len(first_page))
+    return max(1, min(readers, int(pages_left // 2)))
 
 
 def _slices(start: datetime, end: datetime, count: int) -> list[tuple[datetime, datetime]]:
@@ -143,11 +155,11 @@ def read_event_window(client: TaskRouterClient, workspace_sid: str, start: datet
                       max_events: int | None = None) -> EventWindow:
     """Every reservation event of the window, all pages, newest-first order not assumed.
 
-    The first page comes alone (a quiet window is one request). When there is more, the rest
-    of the window, up to the oldest second that page reached, is cut into time slices read at
-    once, one reader per slice within the client's concurrency: a busy window costs its pages'
-    round trips divided by that, not added up. Events are deduplicated on their sid (a second
-    at a slice's edge may be read twice).
+    The first page comes alone (a quiet window is one request). When many pages are left (by
+    the first page's density), the rest of the window, up to the oldest second that page
+    reached, is cut into time slices read at once, one reader per slice within the client's
+    concurrency: a busy window costs its pages' round trips divided by that, not added up.
+    Events are deduplicated on their sid (a second at a slice's edge may be read twice).
 
     Raises ``EventsUnavailable`` on 403/404, ``EventsRefusedWindow`` on 400 and
     ``WindowTooLarge`` once more than ``max_events`` reservation events were read.
@@ -167,14 +179,15 @@ def read_event_window(client: TaskRouterClient, workspace_sid: str, start: datet
         rest = next(pages, None)
         if rest is None:
             return window
-        oldest = _oldest_second(first)
-        if oldest is None or client.concurrency < 2:  # no way to cut: follow the pages
+        readers = slices_worth_reading(first, start, client.concurrency)
+        if readers < 2:  # a few pages left, or no way to cut: follow them
             collector.take(rest)
             for page in pages:
                 collector.take(page)
             return window
         pages.close()
-        slices = _slices(start, min(oldest, end), client.concurrency)
+        oldest = min(_page_span(first)[0], end)  # type: ignore[index]
+        slices = _slices(start, oldest, readers)
         with ThreadPoolExecutor(len(slices), thread_name_prefix="events") as pool:
             reads = [pool.submit(_read_slice, client, path, a, b, collector) for a, b in slices]
             for read in reads:
