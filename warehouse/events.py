@@ -129,7 +129,7 @@ def _row(record: dict[str, Any], workspace_sid: str) -> tuple[Any, ...] | None:
             record.get("event_date"), record.get("event_date_ms"),
             record.get("account_sid") or data.get("account_sid"),
             record.get("workspace_sid") or data.get("workspace_sid") or workspace_sid,
-            *[_text(data.get(name)) for name in DATA_FIELDS])
+            *[v if type(v) is str and v else _text(v) for v in map(data.get, DATA_FIELDS)])
 
 
 def _not_sid(column: pd.Series) -> pd.Series:
@@ -252,21 +252,22 @@ def transitions(events: pd.DataFrame, stored: pd.DataFrame, versions: pd.DataFra
     previous = ordered.groupby("sid")["reservation_status"].shift(1)
     first = (previous.isna() & ~ordered["is_created"]).to_numpy()
     before = stored.set_index("sid").reindex(ordered["sid"])
-    event_at = ordered["event_date"].astype("datetime64[us, UTC]")
-    older = (before["stored_date"].astype("datetime64[us, UTC]").to_numpy()
-             < event_at.to_numpy())
+
+    def utc_instants(values: pd.Series) -> np.ndarray:  # datetime64, no Timestamp objects
+        return values.astype("datetime64[us, UTC]").dt.tz_convert(None).to_numpy()
+
+    event_at = utc_instants(ordered["event_date"])
+    older = utc_instants(before["stored_date"]) < event_at
     fallback = np.where(older, before["stored_status"].to_numpy(), None)
     previous = np.where(first, fallback, previous.to_numpy(dtype=object))
-    created = (versions.set_index("sid")["date_created"].astype("datetime64[us, UTC]")
-               .reindex(ordered["sid"]))
+    created = utc_instants(versions.set_index("sid")["date_created"].reindex(ordered["sid"]))
     frame = pd.DataFrame({
         "sid": ordered["sid"].to_numpy(dtype=object),
         "reservation_status": ordered["reservation_status"].to_numpy(dtype=object),
         "previous_status": pd.Series(previous, dtype=object).where(pd.notna(previous), None),
-        "date_created": created.to_numpy(), "date_updated": event_at.to_numpy(),
+        "date_created": pd.Series(created).dt.tz_localize("UTC"),
+        "date_updated": pd.Series(event_at).dt.tz_localize("UTC"),
     })
-    frame["date_created"] = pd.to_datetime(frame["date_created"], utc=True)
-    frame["date_updated"] = pd.to_datetime(frame["date_updated"], utc=True)
     frame = frame[frame["previous_status"].isna()
                   | (frame["previous_status"] != frame["reservation_status"])]
     return frame.drop_duplicates(["sid", "reservation_status", "date_updated"]).reset_index(
