@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -213,48 +214,68 @@ def _follow_workspace(client: TaskRouterClient, engine: Engine, cursor: Cursor, 
             start = oldest
     span = min(now - start, FIRST_SPAN) if now - start > MAX_SPAN else now - start
     span = max(span, MIN_SPAN)
-    while start < now:
-        end = min(start + span, now)
-        cap = None if span <= MIN_SPAN else options.window_events * HARD_CAP
-        try:
-            window = read_event_window(client, ws, start, end, server_filter=options.server_filter,
-                                       max_events=cap)
-        except WindowTooLarge:
-            span = max(MIN_SPAN, span / 2)
-            continue
-        except EventsUnavailable as error:
-            _record_refusal(engine, ws, now, error, result)
-            return set()
-        except EventsRefusedWindow as error:
-            if start - oldest < 2 * RETENTION_MARGIN:  # our clock and its retention disagree
-                _record_gap(engine, ws, start, start + RETENTION_MARGIN, result,
-                            reason=f"TaskRouter refused the window: {error.message}")
-                start += RETENTION_MARGIN
+
+    def read(begin: datetime, until: datetime, length: timedelta) -> Any:
+        cap = None if length <= MIN_SPAN else options.window_events * HARD_CAP
+        return read_event_window(client, ws, begin, until, server_filter=options.server_filter,
+                                 max_events=cap)
+
+    # While a window is applied, the next one is read: a catch-up of many windows overlaps
+    # TaskRouter's round trips with the warehouse's writes. At most two windows in memory.
+    with ThreadPoolExecutor(1, thread_name_prefix="events-ahead") as ahead:
+        pending: tuple[datetime, datetime, Any] | None = None
+        while pending is not None or start < now:
+            if pending is None:
+                end = min(start + span, now)
+                pending = (start, end, ahead.submit(read, start, end, span))
+            begin, until, reading = pending
+            pending = None
+            try:
+                window = reading.result()
+            except WindowTooLarge:
+                start, span = begin, max(MIN_SPAN, (until - begin) / 2)
                 continue
-            raise
-        counts = apply_event_window(engine, window.events, ws, through=end,
-                                    now=datetime.now(UTC), cursor_fields=first_fields)
-        first_fields = {}
-        figures.event_windows += 1
-        figures.events_read += window.read
-        figures.events_applied += counts.events
-        figures.event_reservations += counts.reservations
-        figures.inserted += counts.inserted
-        figures.updated += counts.updated
-        figures.filled += counts.filled
-        figures.history_rows += counts.history_rows
-        figures.rejected += counts.rejected
-        figures.quarantined += counts.quarantined
-        figures.events_estimated += counts.estimated
-        unsettled |= counts.unsettled_workers
-        if progress is not None and (now - end > timedelta(hours=1) or figures.event_windows % 20 == 0):
-            progress(f"events {ws}: through {end:%Y-%m-%d %H:%M}Z, {counts.events} reservation "
-                     f"events in this window, {figures.events_applied:,} in all")
-        seconds = max((end - start).total_seconds(), 1.0)
-        density = max(len(window.events), 1) / seconds
-        span = min(MAX_SPAN, max(MIN_SPAN, timedelta(seconds=options.window_events / density)))
-        start = end
+            except EventsUnavailable as error:
+                _record_refusal(engine, ws, now, error, result)
+                return set()
+            except EventsRefusedWindow as error:
+                if begin - oldest < 2 * RETENTION_MARGIN:  # our clock and its retention disagree
+                    _record_gap(engine, ws, begin, begin + RETENTION_MARGIN, result,
+                                reason=f"TaskRouter refused the window: {error.message}")
+                    start = begin + RETENTION_MARGIN
+                    continue
+                raise
+            seconds = max((until - begin).total_seconds(), 1.0)
+            density = max(len(window.events), 1) / seconds
+            span = min(MAX_SPAN, max(MIN_SPAN, timedelta(seconds=options.window_events / density)))
+            start = until
+            if start < now:
+                end = min(start + span, now)
+                pending = (start, end, ahead.submit(read, start, end, span))
+            counts = apply_event_window(engine, window.events, ws, through=until,
+                                        now=datetime.now(UTC), cursor_fields=first_fields)
+            first_fields = {}
+            _add_window(figures, window, counts)
+            unsettled |= counts.unsettled_workers
+            if progress is not None and (now - until > timedelta(hours=1)
+                                         or figures.event_windows % 20 == 0):
+                progress(f"events {ws}: through {until:%Y-%m-%d %H:%M}Z, {counts.events} "
+                         f"reservation events in this window, {figures.events_applied:,} in all")
     return unsettled
+
+
+def _add_window(figures: SyncFigures, window: Any, counts: Any) -> None:
+    figures.event_windows += 1
+    figures.events_read += window.read
+    figures.events_applied += counts.events
+    figures.event_reservations += counts.reservations
+    figures.inserted += counts.inserted
+    figures.updated += counts.updated
+    figures.filled += counts.filled
+    figures.history_rows += counts.history_rows
+    figures.rejected += counts.rejected
+    figures.quarantined += counts.quarantined
+    figures.events_estimated += counts.estimated
 
 
 def _record_gap(engine: Engine, ws: str, start: datetime, end: datetime, result: FeedResult,
