@@ -28,6 +28,8 @@ STATUSES = (
     "rescinded",
 )
 ACTIVITIES = [("Available", True), ("Offline", False), ("Break", False), ("Busy", False)]
+QUEUES = ("Support", "Sales", "Billing")
+CHANNELS = ("voice", "chat", "sms")
 
 
 def _sid(prefix: str, kind: int, seed: int, number: int) -> str:
@@ -60,6 +62,41 @@ class WorldJson:
 
     def iso(self, epoch_seconds: int) -> str:
         return iso(epoch_seconds)
+
+    # -- sids, and what a task's number says about it ----------------------------------------
+    def reservation_sid(self, serial: int) -> str:
+        return _sid("WR", 8, self.config.seed, serial)
+
+    def reservation_serial(self, sid: str) -> int | None:
+        return sid_number(sid, 8, self.config.seed)
+
+    def task_sid(self, task: int) -> str:
+        return _sid("WT", 9, self.config.seed, task)
+
+    def task_number(self, sid: str) -> int | None:
+        return sid_number(sid, 9, self.config.seed)
+
+    def task_queue(self, workspace_sid: str, task: int) -> tuple[str, str]:
+        index = task % len(QUEUES)
+        ws_index = self.workspaces[workspace_sid]["index"]
+        return _sid("WQ", 10, self.config.seed, ws_index * 16 + index), QUEUES[index]
+
+    def task_queue_index(self, sid: str) -> int | None:
+        number = sid_number(sid, 10, self.config.seed)
+        return None if number is None else number % 16
+
+    def task_channel(self, task: int) -> str:
+        return CHANNELS[(task // len(QUEUES)) % len(CHANNELS)]
+
+    def workflow_sid(self, workspace_sid: str) -> str:
+        return _sid("WW", 11, self.config.seed, self.workspaces[workspace_sid]["index"])
+
+    def event_sid(self, sequence: int) -> str:
+        return _sid("EV", 12, self.config.seed, sequence)
+
+    def event_sequence(self, sid: str) -> int | None:
+        return sid_number(sid, 12, self.config.seed)
+
 
     def workspace_json(self, ws_sid: str) -> dict[str, Any]:
         ws = self.workspaces[ws_sid]

@@ -38,7 +38,6 @@ from pipelines.taskrouter.emulator_json import (
     anchor_from_iso,
     iso,
     minutes_between,
-    sid_number,
 )
 from pipelines.taskrouter.emulator_lifecycle import (
     ACCEPTED,
@@ -68,8 +67,6 @@ HOSTILE_NAMES = [
     "Emoji 🎧📞 agent",
     "",
 ]
-QUEUES = ("Support", "Sales", "Billing")
-CHANNELS = ("voice", "chat", "sms")
 EVENT_SEQUENCE_SPAN = 1 << 40  # event sids: workspace index * span + position in its log
 
 
@@ -376,43 +373,10 @@ class World(WorldJson):
     def worker_by_index(self, index: int) -> Worker:
         return self.worker_list[index]
 
-    def reservation_sid(self, serial: int) -> str:
-        return _sid("WR", 8, self.config.seed, serial)
-
-    def reservation_serial(self, sid: str) -> int | None:
-        return sid_number(sid, 8, self.config.seed)
-
-    def task_sid(self, task: int) -> str:
-        return _sid("WT", 9, self.config.seed, task)
-
-    def task_number(self, sid: str) -> int | None:
-        return sid_number(sid, 9, self.config.seed)
-
     def task_created(self, task: int) -> int:
         if self.is_emulated_task(task):
             return self.task_started.get(task, self.clock)
         return int(self.seed_created[task])
-
-    def task_queue(self, workspace_sid: str, task: int) -> tuple[str, str]:
-        index = task % len(QUEUES)
-        ws_index = self.workspaces[workspace_sid]["index"]
-        return _sid("WQ", 10, self.config.seed, ws_index * 16 + index), QUEUES[index]
-
-    def task_queue_index(self, sid: str) -> int | None:
-        number = sid_number(sid, 10, self.config.seed)
-        return None if number is None else number % 16
-
-    def task_channel(self, task: int) -> str:
-        return CHANNELS[(task // len(QUEUES)) % len(CHANNELS)]
-
-    def workflow_sid(self, workspace_sid: str) -> str:
-        return _sid("WW", 11, self.config.seed, self.workspaces[workspace_sid]["index"])
-
-    def event_sid(self, sequence: int) -> str:
-        return _sid("EV", 12, self.config.seed, sequence)
-
-    def event_sequence(self, sid: str) -> int | None:
-        return sid_number(sid, 12, self.config.seed)
 
     # -- what TaskRouter shows ---------------------------------------------------------------
     def truth(self) -> list[dict[str, Any]]:
