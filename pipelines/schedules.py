@@ -26,12 +26,18 @@ def _default_status(running: bool) -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
 
 
-def build_sync_job() -> dg.JobDefinition:
+def build_sync_job(shards: int = 1) -> dg.JobDefinition:
     """Workers, reservations (which refresh the changed summary days) and the cheap checks.
 
     The checks of the two assets come with them; the summary-totals check is added (it runs
     after ``reservations``, over the days this sync touched); freshness is left to the daily
     job, since right after a sync it is trivially true.
+
+    One process unless ``shards`` (``SYNC_SHARDS``) asks for more: Dagster's default
+    multiprocess executor starts a Python process per step, and each one imports Dagster and
+    the project again, which cost a sync launched by the daemon or the UI ~45 s on 2 cores for
+    ~2 s of work. Shards need processes to run side by side, so they get Dagster's default
+    executor, multiprocess (``make sync`` runs ``execute_in_process`` either way).
     """
     return dg.define_asset_job(
         SYNC_JOB,
@@ -44,11 +50,14 @@ def build_sync_job() -> dg.JobDefinition:
             "changes touched, and checks over the rows this run changed."
         ),
         tags={"dagster/max_retries": "0", "dagster/max_runtime": str(SYNC_MAX_RUNTIME_S)},
+        # shards: Dagster's default (multiprocess unless run config picks in_process)
+        executor_def=dg.in_process_executor if shards <= 1 else None,
     )
 
 
 def build_daily_checks_job() -> dg.JobDefinition:
-    """Every asset check over whole tables; materializes nothing, never calls TaskRouter."""
+    """Every asset check over whole tables; materializes nothing, never calls TaskRouter.
+    In one process, like the sync: a dozen short queries are not worth a process each."""
     return dg.define_asset_job(
         DAILY_CHECKS_JOB,
         selection=dg.AssetSelection.checks_for_assets(WORKERS, RESERVATIONS, SUMMARY),
@@ -56,6 +65,7 @@ def build_daily_checks_job() -> dg.JobDefinition:
             "Full-table data-quality checks (unique sids, required columns, date order, "
             "unknown statuses, summary totals) and sync freshness. Read-only."
         ),
+        executor_def=dg.in_process_executor,
     )
 
 
