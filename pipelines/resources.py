@@ -6,12 +6,13 @@ by variable name only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
 from sqlalchemy.engine import Engine
 
+from pipelines.heartbeat import run_heartbeat
 from pipelines.settings import reader_process_choice
 from pipelines.taskrouter import TaskRouterClient
 from pipelines.taskrouter.client import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
@@ -66,11 +67,20 @@ class TaskRouterResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The SQL warehouse (``WAREHOUSE_URL``) and how summaries assign days."""
+    """The SQL warehouse (``WAREHOUSE_URL``) and how summaries assign days.
+
+    While a run holds it (every step of every job here does), the run's process heartbeats
+    into its event log (``pipelines.heartbeat``), so a run whose process died is recognized.
+    """
 
     url: str = "sqlite:///data/warehouse.db"
     reporting_timezone: str = "UTC"
     auto_migrate: bool = True
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Generator[WarehouseResource, None, None]:
+        with run_heartbeat(context):
+            yield self
 
     @contextmanager
     def engine(self) -> Iterator[Engine]:

@@ -1,9 +1,12 @@
 """Jobs and schedules: the sync (never two at once) and the daily full-table checks."""
 
+import time
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from pipelines.checks import FRESHNESS_CHECK, RESERVATIONS, SUMMARY, WORKERS
+from pipelines.heartbeat import HeartbeatTiming, heartbeat_timing, last_sign_of_life
 
 SYNC_JOB = "taskrouter_sync"
 DAILY_CHECKS_JOB = "taskrouter_daily_checks"
@@ -14,11 +17,12 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+# a run in these states has (or had) a process; a QUEUED one waits for the daemon's queue
+PROCESS_STATES = frozenset(IN_FLIGHT) - {dg.DagsterRunStatus.QUEUED}
 SUMMARY_TOTALS_CHECK = dg.AssetCheckKey(SUMMARY, "day_totals_match_reservations")
-# A sync still STARTED after this long is taken for dead (its process killed by OOM or a reboot
-# leaves it STARTED forever): run monitoring (enabled in .dagster_home and deploy/dagster.yaml)
-# terminates it, and the schedule, which skips ticks while a sync is in flight, resumes. Three
-# hours is far above a full 15,000-worker sync under TaskRouter's rate limits.
+# A last resort behind the heartbeat (pipelines/heartbeat.py, which frees a dead sync within
+# minutes, from the schedule itself): run monitoring, where the daemon runs it, ends a sync
+# still running after three hours, far above a full 15,000-worker sync under rate limits.
 SYNC_MAX_RUNTIME_S = 3 * 3600
 
 
@@ -69,6 +73,21 @@ def build_daily_checks_job() -> dg.JobDefinition:
     )
 
 
+def fail_dead_run(instance: dg.DagsterInstance, record: dg.RunRecord, silent_s: float,
+                  timing: HeartbeatTiming) -> str:
+    """Mark a run whose process is gone as failed and free its pool slots; returns why."""
+    run = record.dagster_run
+    why = (f"{run.job_name} run {run.run_id} was {run.status.value} but silent for "
+           f"{silent_s:.0f}s (its process writes a heartbeat every {timing.interval_s:g}s; "
+           f"dead after {timing.dead_after_s:g}s): its process is gone (killed, out of memory, "
+           "host restarted). Marked FAILED by taskrouter_sync_schedule; the next sync reloads "
+           "what it did not finish.")
+    instance.report_run_failed(run, message=why)
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    return why
+
+
 def build_sync_schedule(job: dg.JobDefinition, cron: str,
                         running: bool) -> dg.ScheduleDefinition:
     @dg.schedule(
@@ -80,16 +99,33 @@ def build_sync_schedule(job: dg.JobDefinition, cron: str,
         description=(
             "Syncs TaskRouter on SYNC_CRON (default every 5 minutes, UTC). TaskRouter deletes "
             "finished tasks minutes after they end, so keep this frequent. A tick while a sync "
-            "is in flight is skipped. Starts stopped unless SYNC_SCHEDULE_RUNNING=1."
+            "is in flight is skipped, unless that sync's process is dead (no heartbeat for "
+            "SYNC_DEAD_AFTER_SECONDS, default 90): it is then marked failed and a sync starts. "
+            "Starts stopped unless SYNC_SCHEDULE_RUNNING=1."
         ),
     )
     def taskrouter_sync_schedule(context: dg.ScheduleEvaluationContext):  # type: ignore[no-untyped-def]
-        in_flight = context.instance.get_run_records(
-            filters=dg.RunsFilter(job_name=SYNC_JOB, statuses=IN_FLIGHT), limit=1
+        timing, _problems = heartbeat_timing()  # the problems failed the definitions' load
+        tick = context.scheduled_execution_time
+        now = tick.timestamp() if tick is not None else time.time()
+        records = context.instance.get_run_records(
+            filters=dg.RunsFilter(job_name=SYNC_JOB, statuses=IN_FLIGHT)
         )
-        if in_flight:
-            run_id = in_flight[0].dagster_run.run_id
-            return dg.SkipReason(f"{SYNC_JOB} run {run_id} is still in flight; skipping this tick")
+        waiting: list[str] = []  # why each live (or queued) sync holds this tick back
+        for record in records:
+            run = record.dagster_run
+            if run.status not in PROCESS_STATES:
+                waiting.append(f"{SYNC_JOB} run {run.run_id} is queued")
+                continue
+            alive_at = last_sign_of_life(context.instance, record)
+            if now - alive_at <= timing.dead_after_s:
+                waiting.append(
+                    f"{SYNC_JOB} run {run.run_id} is still in flight (last heartbeat "
+                    f"{datetime.fromtimestamp(alive_at, UTC):%Y-%m-%d %H:%M:%S} UTC)")
+                continue
+            context.log.warning(fail_dead_run(context.instance, record, now - alive_at, timing))
+        if waiting:
+            return dg.SkipReason("; ".join(waiting) + "; skipping this tick")
         return dg.RunRequest()
 
     return taskrouter_sync_schedule
