@@ -13,6 +13,7 @@ import dagster as dg
 
 from pipelines.assets import build_assets
 from pipelines.checks import build_checks
+from pipelines.heartbeat import heartbeat_timing
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.schedules import (
     build_daily_checks_job,
@@ -68,6 +69,7 @@ def _checked_settings() -> tuple[Settings, int]:
     except ValueError as error:
         problems.append(str(error))
         shards = 1
+    problems += heartbeat_timing()[1]
     if problems or settings is None:
         raise SettingsError(
             "Invalid settings in the environment (fix or unset these variables):\n  - "

@@ -230,13 +230,15 @@ def test_a_bad_cron_is_reported_with_the_other_bad_settings_at_once(clean_env):
     clean_env.setenv("DAILY_CHECKS_CRON", "at six")
     clean_env.setenv("TASKROUTER_PAGE_SIZE", "2000")
     clean_env.setenv("SYNC_SHARDS", "many")
+    clean_env.setenv("SYNC_HEARTBEAT_SECONDS", "-1")
     with pytest.raises(SettingsError) as caught:
         build_definitions()
     message = str(caught.value)
     for expected in ("SYNC_CRON='every 5 minutes'", "DAILY_CHECKS_CRON='at six'",
-                     "TASKROUTER_PAGE_SIZE='2000'", "SYNC_SHARDS='many'"):
+                     "TASKROUTER_PAGE_SIZE='2000'", "SYNC_SHARDS='many'",
+                     "SYNC_HEARTBEAT_SECONDS='-1'"):
         assert expected in message
-    assert message.count("\n  - ") == 4
+    assert message.count("\n  - ") == 5
 
 
 def test_good_values_load(clean_env):
