@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from pipelines.assets import build_assets
+from pipelines.assets import build_assets, with_catalog_metadata
 from pipelines.checks import build_checks
 from pipelines.heartbeat import heartbeat_timing
 from pipelines.resources import TaskRouterResource, WarehouseResource
@@ -81,6 +81,7 @@ def _checked_settings() -> tuple[Settings, int]:
 def build_definitions() -> dg.Definitions:
     settings, shards = _checked_settings()
     assets, _daily = build_assets(settings)
+    assets = with_catalog_metadata(assets)
     sync_job = build_sync_job(shards)
     running = settings.schedules_running
     schedule = build_sync_schedule(sync_job, settings.sync_cron, running=running)
