@@ -255,7 +255,7 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
         started = time.monotonic()
         key_range = context.partition_key_range
         first, last = date.fromisoformat(key_range.start), date.fromisoformat(key_range.end)
-        with warehouse.engine() as engine:
+        with warehouse.engine(migrate=False) as engine:  # a backfill never migrates
             refresh = refresh_range(engine, first, last, warehouse.reporting_timezone)
             per_day = summary_materializations(
                 engine, refresh.days, f"backfill {first}..{last}", refresh.zone,

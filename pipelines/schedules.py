@@ -5,7 +5,12 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from pipelines.checks import FRESHNESS_CHECK, RESERVATIONS, SUMMARY, WORKERS
+from pipelines.checks import (
+    RESERVATIONS,
+    WORKERS,
+    run_scoped_check_keys,
+    whole_table_check_keys,
+)
 from pipelines.heartbeat import HeartbeatTiming, heartbeat_timing, last_sign_of_life
 
 SYNC_JOB = "taskrouter_sync"
@@ -19,7 +24,6 @@ IN_FLIGHT = [
 ]
 # a run in these states has (or had) a process; a QUEUED one waits for the daemon's queue
 PROCESS_STATES = frozenset(IN_FLIGHT) - {dg.DagsterRunStatus.QUEUED}
-SUMMARY_TOTALS_CHECK = dg.AssetCheckKey(SUMMARY, "day_totals_match_reservations")
 # A last resort behind the heartbeat (pipelines/heartbeat.py, which frees a dead sync within
 # minutes, from the schedule itself): run monitoring, where the daemon runs it, ends a sync
 # still running after three hours, far above a full 15,000-worker sync under rate limits.
@@ -33,9 +37,10 @@ def _default_status(running: bool) -> dg.DefaultScheduleStatus:
 def build_sync_job(shards: int = 1) -> dg.JobDefinition:
     """Workers, reservations (which refresh the changed summary days) and the cheap checks.
 
-    The checks of the two assets come with them; the summary-totals check is added (it runs
-    after ``reservations``, over the days this sync touched); freshness is left to the daily
-    job, since right after a sync it is trivially true.
+    Only the run-scoped checks (``*_this_run``, pipelines/checks.py) come with it, the summary's
+    included (it runs after ``reservations``, over the days this sync touched): the whole-table
+    checks keep their own results, which a sync never overwrites. Freshness is left to the
+    daily job, since right after a sync it is trivially true.
 
     One process unless ``shards`` (``SYNC_SHARDS``) asks for more: Dagster's default
     multiprocess executor starts a Python process per step, and each one imports Dagster and
@@ -46,9 +51,9 @@ def build_sync_job(shards: int = 1) -> dg.JobDefinition:
     return dg.define_asset_job(
         SYNC_JOB,
         selection=(
-            dg.AssetSelection.assets(WORKERS, RESERVATIONS)
-            - dg.AssetSelection.checks(FRESHNESS_CHECK)
-        ) | dg.AssetSelection.checks(SUMMARY_TOTALS_CHECK),
+            dg.AssetSelection.assets(WORKERS, RESERVATIONS).without_checks()
+            | dg.AssetSelection.checks(*run_scoped_check_keys())
+        ),
         description=(
             "One complete sync: workers, every worker's reservations, the summary days those "
             "changes touched, and checks over the rows this run changed."
@@ -60,11 +65,11 @@ def build_sync_job(shards: int = 1) -> dg.JobDefinition:
 
 
 def build_daily_checks_job() -> dg.JobDefinition:
-    """Every asset check over whole tables; materializes nothing, never calls TaskRouter.
-    In one process, like the sync: a dozen short queries are not worth a process each."""
+    """Every whole-table asset check; materializes nothing, never calls TaskRouter, never
+    migrates. In one process, like the sync: a few queries are not worth a process each."""
     return dg.define_asset_job(
         DAILY_CHECKS_JOB,
-        selection=dg.AssetSelection.checks_for_assets(WORKERS, RESERVATIONS, SUMMARY),
+        selection=dg.AssetSelection.checks(*whole_table_check_keys()),
         description=(
             "Full-table data-quality checks (unique sids, required columns, date order, "
             "unknown statuses, summary totals) and sync freshness. Read-only."

@@ -92,12 +92,18 @@ def test_thirty_day_backfill_is_one_run_and_recomputes_exactly_the_range(
         damaged = stored[stored["day"] == outside]
         assert set(damaged["reservation_count"]) == {999}
 
-        # the summary check ran in the same run, after the recompute, over the range's days
-        [evaluation] = result.get_asset_check_evaluations()
-        assert evaluation.check_name == "day_totals_match_reservations" and evaluation.passed
-        check_meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
-        assert check_meta["days_compared"] == 30
+        # the summary checks ran in the same run, after the recompute: over the range's days
+        # (passes), and over the whole table (fails: the damage outside the range is still there)
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert set(checks) == {"summary_matches_reservations",
+                               "summary_matches_reservations_this_run"}
+        scoped = checks["summary_matches_reservations_this_run"]
+        check_meta = {k: getattr(v, "value", v) for k, v in scoped.metadata.items()}
+        assert scoped.passed and check_meta["days_compared"] == 30
         assert check_meta["scope"] == "days of this run's partitions"
+        whole = checks["summary_matches_reservations"]
+        whole_meta = {k: getattr(v, "value", v) for k, v in whole.metadata.items()}
+        assert not whole.passed and whole_meta["mismatched_days"] == [outside.isoformat()]
 
         # a 5-day range: each day records its own figures again, not the range's totals
         five = [last - timedelta(days=n) for n in range(4, -1, -1)]
