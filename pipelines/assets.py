@@ -9,7 +9,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from warehouse.summary import SummaryRefresh, refresh_range
 
 GROUP = "taskrouter"
 SUMMARY_KEY = dg.AssetKey("reservation_daily_status_counts")
+RESERVATIONS_KEY = dg.AssetKey("reservations")
 TASKROUTER_POOL = "taskrouter_api"  # concurrency pool of every step that calls the TaskRouter API
 # Who answers for these assets in the catalog; change it to your team (or e-mail addresses).
 OWNERS = ["team:taskrouter-warehouse"]
@@ -95,6 +96,23 @@ def _definition_line(table: str) -> int:
         if pattern.match(line) and number > 1 and "sa.Table(" in lines[number - 2]:
             return number - 1
     return 1
+
+
+def with_freshness_policy(assets: Sequence[dg.AssetsDefinition],
+                          max_age_minutes: float) -> list[dg.AssetsDefinition]:
+    """``reservations`` is expected to be synced every ``FRESHNESS_MAX_AGE_MINUTES`` (30): the
+    UI flags it (warn at half that, fail past it) as soon as the schedule stops, not at the
+    next daily freshness check. Dagster refuses windows under a minute."""
+    fail = max(timedelta(minutes=max_age_minutes), timedelta(minutes=1))
+    warn = fail / 2 if fail / 2 >= timedelta(minutes=1) else None
+    policy = dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn)
+
+    def fresh(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key != RESERVATIONS_KEY:
+            return spec
+        return spec.replace_attributes(freshness_policy=policy)
+
+    return list(dg.map_asset_specs(fresh, list(assets)))
 
 
 def with_catalog_metadata(assets: Sequence[dg.AssetsDefinition],

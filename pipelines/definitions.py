@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from pipelines.assets import build_assets, with_catalog_metadata
+from pipelines.assets import build_assets, with_catalog_metadata, with_freshness_policy
 from pipelines.checks import build_checks
 from pipelines.heartbeat import heartbeat_timing
 from pipelines.resources import TaskRouterResource, WarehouseResource
@@ -21,6 +21,7 @@ from pipelines.schedules import (
     build_sync_job,
     build_sync_schedule,
 )
+from pipelines.sensors import build_alert_sensors, webhook_problem
 from pipelines.settings import Settings, SettingsError, load_settings
 from pipelines.sharding import requested_shards
 from warehouse.engine import DEFAULT_WAREHOUSE_URL
@@ -70,6 +71,7 @@ def _checked_settings() -> tuple[Settings, int]:
         problems.append(str(error))
         shards = 1
     problems += heartbeat_timing()[1]
+    problems += [p for p in (webhook_problem(),) if p]
     if problems or settings is None:
         raise SettingsError(
             "Invalid settings in the environment (fix or unset these variables):\n  - "
@@ -81,7 +83,7 @@ def _checked_settings() -> tuple[Settings, int]:
 def build_definitions() -> dg.Definitions:
     settings, shards = _checked_settings()
     assets, _daily = build_assets(settings)
-    assets = with_catalog_metadata(assets)
+    assets = with_freshness_policy(with_catalog_metadata(assets), settings.freshness_minutes)
     sync_job = build_sync_job(shards)
     running = settings.schedules_running
     schedule = build_sync_schedule(sync_job, settings.sync_cron, running=running)
@@ -113,6 +115,7 @@ def build_definitions() -> dg.Definitions:
         asset_checks=build_checks(settings),
         jobs=[sync_job, checks_job],
         schedules=[schedule, checks_schedule],
+        sensors=build_alert_sensors(settings.freshness_minutes),
         resources={"taskrouter": taskrouter, "warehouse": warehouse},
     )
 
