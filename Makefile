@@ -1,9 +1,12 @@
-# TaskRouter reservations warehouse. Every target sets itself up (.venv, project-local DAGSTER_HOME).
+# TaskRouter reservations warehouse. Every target sets itself up (.venv, a DAGSTER_HOME).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# sync and dev use the DAGSTER_HOME you set (e.g. the production instance), else the project's;
+# demo and test always use the project-local one.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+demo test: export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: install demo sync dev test bench migrate lint clean
