@@ -8,6 +8,7 @@ summary days that changed, report the figures.
 import os
 import re
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -135,8 +136,10 @@ def with_catalog_metadata(assets: Sequence[dg.AssetsDefinition],
             "dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[reference]),
         })
 
-    mapped = dg.map_asset_specs(catalogued, list(assets))
-    return list(dg.with_source_code_references(mapped))  # type: ignore[arg-type]
+    with warnings.catch_warnings():  # code references are beta: chosen knowingly, not news
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        mapped = dg.map_asset_specs(catalogued, list(assets))
+        return list(dg.with_source_code_references(mapped))  # type: ignore[arg-type]
 
 
 def count_rows(engine: Engine, table: sa.Table) -> int:

@@ -11,6 +11,9 @@ Every check exists twice, under two names, so that neither result can mask the o
   since the run started (and the summary days they fall on); in a backfill, the days of its
   range; run on its own (e.g. "Execute" in the UI), the rows changed since the latest sync
   started. The sync runs only these: they are cheap, and fail the sync's own run.
+
+The jobs pick checks by that suffix (``run_scoped`` / ``whole_table``), so a check added to
+``build_checks``' list joins the sync when its name ends in ``_this_run``, the daily job if not.
 """
 
 # no ``from __future__ import annotations``: Dagster inspects the ``context`` annotation of
@@ -120,30 +123,45 @@ class CheckSpec:
     additional_deps: tuple[dg.AssetKey, ...] = ()
 
 
-def _build(spec: CheckSpec, run_scoped: bool) -> dg.AssetChecksDefinition:
-    severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
+def _build(asset: dg.AssetKey, specs: list[CheckSpec], run_scoped: bool) -> dg.AssetChecksDefinition:
+    """One step for all of an asset's checks (whole-table or run-scoped): each step of a run
+    costs its own events and bookkeeping in Dagster, a few tenths of a second, which a sync of
+    five minutes' changes would mostly spend on checks. Any subset can run (the UI's "Execute")."""
+    suffix = THIS_RUN if run_scoped else ""
     where = ("what this run wrote (the sync: rows it changed; a backfill: its days)"
              if run_scoped else "the whole table (the daily checks job)")
+    by_name = {spec.name + suffix: spec for spec in specs}
 
-    @dg.asset_check(
-        asset=spec.asset,
-        name=spec.name + (THIS_RUN if run_scoped else ""),
-        blocking=spec.blocking,
-        additional_deps=list(spec.additional_deps) or None,
-        description=f"{spec.description} Examines {where}.{' Blocking.' if spec.blocking else ''}",
+    @dg.multi_asset_check(
+        name=f"{asset.path[-1]}_checks{suffix}",
+        specs=[
+            dg.AssetCheckSpec(
+                name, asset=asset, blocking=spec.blocking,
+                additional_deps=list(spec.additional_deps) or None,
+                description=f"{spec.description} Examines {where}."
+                            + (" Blocking." if spec.blocking else ""),
+            )
+            for name, spec in by_name.items()
+        ],
+        can_subset=True,
     )
-    def _check(context: dg.AssetCheckExecutionContext,
-               warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
         scope = run_scope(context) if run_scoped else WHOLE_TABLE
+        wanted = {key.name for key in context.selected_asset_check_keys}
         with warehouse.engine(migrate=False) as engine, engine.connect() as conn:
-            outcome = spec.evaluate(conn, scope, warehouse)
-        return dg.AssetCheckResult(
-            passed=outcome.passed, severity=severity,
-            description=None if outcome.passed else outcome.description,
-            metadata={**outcome.metadata, **scope.metadata()},
-        )
+            for name, spec in by_name.items():
+                if name not in wanted:
+                    continue
+                outcome = spec.evaluate(conn, scope, warehouse)
+                yield dg.AssetCheckResult(
+                    asset_key=asset, check_name=name, passed=outcome.passed,
+                    severity=dg.AssetCheckSeverity.ERROR if spec.blocking
+                    else dg.AssetCheckSeverity.WARN,
+                    description=None if outcome.passed else outcome.description,
+                    metadata={**outcome.metadata, **scope.metadata()},
+                )
 
-    return _check
+    return _checks
 
 
 # -- what each check computes (plain queries from warehouse.quality) --------------------------
@@ -293,18 +311,21 @@ def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         )
 
     specs = check_specs(date.fromisoformat(settings.summary_start_date))
+    assets = list(dict.fromkeys(spec.asset for spec in specs))
     return [
-        *[_build(spec, run_scoped=False) for spec in specs],
-        *[_build(spec, run_scoped=True) for spec in specs],
+        *[_build(asset, [s for s in specs if s.asset == asset], run_scoped=False)
+          for asset in assets],
+        *[_build(asset, [s for s in specs if s.asset == asset], run_scoped=True)
+          for asset in assets],
         last_sync_is_recent,
     ]
 
 
-def whole_table_check_keys() -> list[dg.AssetCheckKey]:
-    """The checks the daily job runs: every whole-table check and freshness."""
-    return [dg.AssetCheckKey(s.asset, s.name) for s in check_specs()] + [FRESHNESS_CHECK]
+def run_scoped(checks: list[dg.AssetChecksDefinition]) -> list[dg.AssetCheckKey]:
+    """The check keys the sync runs: every ``*_this_run`` check (new ones included)."""
+    return [key for c in checks for key in c.check_keys if key.name.endswith(THIS_RUN)]
 
 
-def run_scoped_check_keys() -> list[dg.AssetCheckKey]:
-    """The checks the sync runs: what it wrote, cheaply."""
-    return [dg.AssetCheckKey(s.asset, s.name + THIS_RUN) for s in check_specs()]
+def whole_table(checks: list[dg.AssetChecksDefinition]) -> list[dg.AssetCheckKey]:
+    """The check keys the daily job runs: every other check (freshness included)."""
+    return [key for c in checks for key in c.check_keys if not key.name.endswith(THIS_RUN)]

@@ -12,7 +12,7 @@ import os
 import dagster as dg
 
 from pipelines.assets import build_assets, with_catalog_metadata, with_freshness_policy
-from pipelines.checks import build_checks
+from pipelines.checks import build_checks, run_scoped, whole_table
 from pipelines.heartbeat import heartbeat_timing
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.schedules import (
@@ -84,10 +84,11 @@ def build_definitions() -> dg.Definitions:
     settings, shards = _checked_settings()
     assets, _daily = build_assets(settings)
     assets = with_freshness_policy(with_catalog_metadata(assets), settings.freshness_minutes)
-    sync_job = build_sync_job(shards)
+    checks = build_checks(settings)
+    sync_job = build_sync_job(run_scoped(checks), shards)
     running = settings.schedules_running
     schedule = build_sync_schedule(sync_job, settings.sync_cron, running=running)
-    checks_job = build_daily_checks_job()
+    checks_job = build_daily_checks_job(whole_table(checks))
     checks_schedule = build_daily_checks_schedule(checks_job, settings.daily_checks_cron,
                                                   running=running)
     taskrouter = TaskRouterResource(
@@ -112,7 +113,7 @@ def build_definitions() -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_checks(settings),
+        asset_checks=checks,
         jobs=[sync_job, checks_job],
         schedules=[schedule, checks_schedule],
         sensors=build_alert_sensors(settings.freshness_minutes),

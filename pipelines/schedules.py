@@ -5,12 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from pipelines.checks import (
-    RESERVATIONS,
-    WORKERS,
-    run_scoped_check_keys,
-    whole_table_check_keys,
-)
+from pipelines.checks import RESERVATIONS, WORKERS
 from pipelines.heartbeat import HeartbeatTiming, heartbeat_timing, last_sign_of_life
 
 SYNC_JOB = "taskrouter_sync"
@@ -34,11 +29,12 @@ def _default_status(running: bool) -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
 
 
-def build_sync_job(shards: int = 1) -> dg.JobDefinition:
+def build_sync_job(check_keys: list[dg.AssetCheckKey], shards: int = 1) -> dg.JobDefinition:
     """Workers, reservations (which refresh the changed summary days) and the cheap checks.
 
-    Only the run-scoped checks (``*_this_run``, pipelines/checks.py) come with it, the summary's
-    included (it runs after ``reservations``, over the days this sync touched): the whole-table
+    Only ``check_keys``, the run-scoped checks (``*_this_run``, pipelines/checks.py), come with
+    it, the summary's included (it runs after ``reservations``, over the days this sync
+    touched): the whole-table
     checks keep their own results, which a sync never overwrites. Freshness is left to the
     daily job, since right after a sync it is trivially true.
 
@@ -52,7 +48,7 @@ def build_sync_job(shards: int = 1) -> dg.JobDefinition:
         SYNC_JOB,
         selection=(
             dg.AssetSelection.assets(WORKERS, RESERVATIONS).without_checks()
-            | dg.AssetSelection.checks(*run_scoped_check_keys())
+            | dg.AssetSelection.checks(*check_keys)
         ),
         description=(
             "One complete sync: workers, every worker's reservations, the summary days those "
@@ -64,12 +60,12 @@ def build_sync_job(shards: int = 1) -> dg.JobDefinition:
     )
 
 
-def build_daily_checks_job() -> dg.JobDefinition:
+def build_daily_checks_job(check_keys: list[dg.AssetCheckKey]) -> dg.JobDefinition:
     """Every whole-table asset check; materializes nothing, never calls TaskRouter, never
     migrates. In one process, like the sync: a few queries are not worth a process each."""
     return dg.define_asset_job(
         DAILY_CHECKS_JOB,
-        selection=dg.AssetSelection.checks(*whole_table_check_keys()),
+        selection=dg.AssetSelection.checks(*check_keys),
         description=(
             "Full-table data-quality checks (unique sids, required columns, date order, "
             "unknown statuses, summary totals) and sync freshness. Read-only."
