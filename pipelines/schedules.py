@@ -34,9 +34,8 @@ def build_sync_job(check_keys: list[dg.AssetCheckKey], shards: int = 1) -> dg.Jo
 
     Only ``check_keys``, the run-scoped checks (``*_this_run``, pipelines/checks.py), come with
     it, the summary's included (it runs after ``reservations``, over the days this sync
-    touched): the whole-table
-    checks keep their own results, which a sync never overwrites. Freshness is left to the
-    daily job, since right after a sync it is trivially true.
+    touched): the whole-table checks keep their own results, which a sync never overwrites.
+    Freshness is left to the daily job, since right after a sync it is trivially true.
 
     One process unless ``shards`` (``SYNC_SHARDS``) asks for more: Dagster's default
     multiprocess executor starts a Python process per step, and each one imports Dagster and
