@@ -200,6 +200,8 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
         for key in ("total_peak_rss_mb", "processes"):  # the job loader: worst of the runs
             if key in results[0]:
                 row[key] = max(r[key] for r in results)
+        if "process_peaks_mb" in results[0]:  # each process of the worst run, largest first
+            row["process_peaks_mb"] = max(results, key=lambda r: r["peak_rss_mb"])["process_peaks_mb"]
         if loader.startswith("project") and loader != "project_job":  # the job pays start-up
             base = samples.get(("baseline", scenario))
             if base:
