@@ -1,11 +1,14 @@
-# TaskRouter reservations warehouse. Every target sets itself up (.venv, project-local DAGSTER_HOME
-# unless one is set). See README.md; `make help` lists the targets.
+# TaskRouter reservations warehouse. Every target sets itself up (.venv, a DAGSTER_HOME).
+# See README.md; `make help` lists the targets.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 INSTALL_LOG := data/logs/install.log
+# sync and dev use the DAGSTER_HOME you set (e.g. the production instance), else the project's;
+# demo and test always use the project-local one.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+demo test: export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: help install demo sync dev report test bench migrate lint clean

@@ -22,6 +22,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -55,6 +56,7 @@ EXTRA_MODULES = {
     "contention": "benchmarks.read_contention",
     "readcost": "benchmarks.read_cost",
     "events": "benchmarks.events",
+    "startup": "benchmarks.job_cost",
 }
 
 
@@ -67,6 +69,8 @@ SYNC_LOADERS: dict[str, tuple[str, dict[str, Any]]] = {
     "project_eager_indexes": ("project", {"defer_indexes": False}),
     "project_reader_threads": ("project", {"reader_process": False}),
     "project_reader_process": ("project", {"reader_process": True}),
+    # the whole job `make sync` runs (CLI, Dagster, checks), every process's memory
+    "project_job": ("job", {}),
     "baseline": ("baseline", {}),
 }
 
@@ -114,6 +118,14 @@ class Databases:
     def fresh(self, name: str) -> str:
         return self.stack.enter_context(scratch_database(name, "bench"))
 
+    def fresh_home(self) -> Path:
+        """A throw-away DAGSTER_HOME with the project's instance config (the job loader's)."""
+        from benchmarks.job_cost import fresh_home
+
+        if not hasattr(self, "_homes"):
+            self._homes = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dh-")))
+        return fresh_home(self._homes)
+
     def cleanup(self) -> None:
         self.stack.close()
 
@@ -131,7 +143,7 @@ def measure_shape(workers: int, reservations: int, latency: float, database: str
                 control(info, "prewarm")
                 url = dbs.fresh(database)
                 args = {**common, "warehouse_url": url, "baseline_url": url,
-                        **SYNC_LOADERS[loader][1]}
+                        "dagster_home": str(dbs.fresh_home()), **SYNC_LOADERS[loader][1]}
                 for scenario in ("full", "noop", "advance"):
                     if scenario == "advance":
                         control(info, "advance", minutes=60)
@@ -142,7 +154,10 @@ def measure_shape(workers: int, reservations: int, latency: float, database: str
                     samples.setdefault((loader, scenario), []).append(result)
                     print(f"  rep {rep + 1} {loader:8s} {scenario:7s} {result['seconds']:7.2f}s "
                           f"cpu {result['cpu_seconds']:6.2f}s "
-                          f"{result['rows']:>9,} rows  rss {result['peak_rss_mb']:.0f} MB", flush=True)
+                          f"{result['rows']:>9,} rows  rss {result['peak_rss_mb']:.0f} MB"
+                          + (f" (all {result['processes']} processes: "
+                             f"{result['total_peak_rss_mb']:.0f} MB)" if "processes" in result else ""),
+                          flush=True)
             control(info, "reset")
             control(info, "prewarm")
             for ceiling in [x for x in ("fetch_only", "load_only", "warehouse_only")
@@ -183,7 +198,12 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]], workers: int
                     "index_build_seconds", "summary_seconds", "reader_peak_rss_mb"):
             if key in results[0]:
                 row[key] = round(_median(results, key), 3)
-        if loader.startswith("project"):
+        for key in ("total_peak_rss_mb", "processes"):  # the job loader: worst of the runs
+            if key in results[0]:
+                row[key] = max(r[key] for r in results)
+        if "process_peaks_mb" in results[0]:  # each process of the worst run, largest first
+            row["process_peaks_mb"] = max(results, key=lambda r: r["peak_rss_mb"])["process_peaks_mb"]
+        if loader.startswith("project") and loader != "project_job":  # the job pays start-up
             base = samples.get(("baseline", scenario))
             if base:
                 row["speedup_vs_baseline"] = round(_median(base, "seconds") / seconds, 2)
@@ -240,10 +260,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default="full,noop,advance")
     p.add_argument("--repetitions", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--loaders", default="project,baseline,fetch_only,load_only,warehouse_only",
+    p.add_argument("--loaders",
+                   default="project,project_job,baseline,fetch_only,load_only,warehouse_only",
                    help="which loaders to run (e.g. skip the slow baseline at 1.5M rows)")
     p.add_argument("--quick", action="store_true", help="tiny shape, one repetition (smoke test)")
-    p.add_argument("--extras", default="", help=f"also run: {','.join(EXTRA_MODULES)} (or 'all')")
+    p.add_argument("--extras", default="startup",
+                   help=f"also run: {','.join(EXTRA_MODULES)} (or 'all'; default: startup, the "
+                        "fixed cost of make sync)")
     p.add_argument("--output", default=str(RESULTS / "latest"), help="path stem for .json and .md")
     p.add_argument("--update-readme", "--update-docs", dest="update_readme", action="store_true",
                    help="write the table into docs/benchmarks.md's bench block")

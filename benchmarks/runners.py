@@ -17,6 +17,9 @@ not interpreter start-up), rows, requests, peak_rss_mb and the runner's own figu
   history, deletions; a first load defers its indexes as the sync does) into the project's
   schema, then the summary refresh. A full sync cannot beat the larger of this
   and fetch-only; compared with ``load_only`` it prices the schema and the bookkeeping.
+- ``job`` (the ``project_job`` loader of ``run.py``): the whole job ``make sync`` runs, through
+  the CLI (Dagster, the checks, start-up), wall time and the peak RSS of its largest process
+  (``total_peak_rss_mb``: all of its processes together), from ``benchmarks.job_cost``.
 - ``project`` with ``{"reader_process": false}`` or ``true`` (the ``project_reader_threads`` and
   ``project_reader_process`` loaders of ``run.py``): the same sync with its reader threads always
   in the sync's own process, or always in a child process; the product's default, "auto", reads a
@@ -312,8 +315,16 @@ def warehouse_only(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "rows": rows, "requests": 0, "timed_cpu_seconds": round(cpu, 3)}
 
 
+def job(args: dict[str, Any]) -> dict[str, Any]:
+    """The whole job ``make sync`` runs (``python -m pipelines.cli sync``: Dagster, checks and the
+    reader process included), measured from outside: ``benchmarks.job_cost``."""
+    from benchmarks.job_cost import sync_job
+
+    return sync_job(args)
+
+
 RUNNERS = {"project": project, "baseline": baseline, "fetch_only": fetch_only, "load_only": load_only,
-           "warehouse_only": warehouse_only}
+           "warehouse_only": warehouse_only, "job": job}
 
 
 def cpu_seconds() -> float:
@@ -332,8 +343,9 @@ def main() -> None:
     result = RUNNERS[name](json.loads(raw))
     # ceilings that prepare untimed (rows fetched into memory) report the CPU of the timed part
     result["cpu_seconds"] = result.pop("timed_cpu_seconds", round(cpu_seconds() - cpu_before, 3))
-    # with the reader process: the sum of both processes' peaks (an upper bound of the total)
-    result["peak_rss_mb"] = round(peak_rss_mb() + result.get("reader_peak_rss_mb", 0.0), 1)
+    if name != "job":  # the job runner measured its own process tree (this process idles)
+        # with the reader process: the sum of both processes' peaks (an upper bound of the total)
+        result["peak_rss_mb"] = round(peak_rss_mb() + result.get("reader_peak_rss_mb", 0.0), 1)
     print(json.dumps(result), flush=True)
 
 

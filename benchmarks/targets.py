@@ -112,17 +112,21 @@ def _nothing_changed(index: dict[tuple[Key, str, str], Row], key: Key) -> list[R
     return out
 
 
-def _memory(rows: list[Row]) -> list[Row]:
-    """Peak RSS of the project's full load: under the bound at 1.5M rows, flat in workers."""
+def _memory(rows: list[Row], loader: str = "project") -> list[Row]:
+    """Peak RSS of the project's full load: under the bound at 1.5M rows, flat in workers.
+    ``project_job``: the largest process of the whole job ``make sync`` runs."""
     out: list[Row] = []
-    full = [r for r in rows if r["loader"] == "project" and r["scenario"] == "full"
+    full = [r for r in rows if r["loader"] == loader and r["scenario"] == "full"
             and float(r["latency_ms"]) == 0]
+    if not full and loader != "project":
+        return out
+    what = "sync" if loader == "project" else "make sync job (every process)"
     for database in sorted({r["database"] for r in full}):
         mine = sorted((r for r in full if r["database"] == database),
                       key=lambda r: int(r["shape"].split("x")[0]))
         large = [r for r in mine if r["rows"] >= LARGE_ROWS]
         key: Key = (large[-1]["shape"] if large else f">= {LARGE_ROWS:,} rows", 0.0, database)
-        target = f"peak RSS of the {LARGE_ROWS / 1e6:g}M sync < {LARGE_RSS_MB:g} MB"
+        target = f"peak RSS of the {LARGE_ROWS / 1e6:g}M {what} < {LARGE_RSS_MB:g} MB"
         if not large:
             out.append(_verdict(target, key, "", f"< {LARGE_RSS_MB:g} MB", None))
         else:
@@ -130,7 +134,7 @@ def _memory(rows: list[Row]) -> list[Row]:
             out.append(_verdict(target, key, f"{rss:.0f} MB", f"< {LARGE_RSS_MB:g} MB",
                                 rss < LARGE_RSS_MB))
         few, many = (mine[0], mine[-1]) if mine else (None, None)
-        target = "peak RSS flat in workers"
+        target = "peak RSS flat in workers" + ("" if loader == "project" else f" ({what})")
         if few is None or many is None or few["shape"].split("x")[0] == many["shape"].split("x")[0]:
             out.append(_verdict(target, key, "", f"<= {RSS_GROWTH:g}x", None,
                                 "needs two shapes with different worker counts"))
@@ -152,7 +156,7 @@ def judge(rows: list[Row]) -> list[Row]:
     for key in keys:
         out += _full_load(index, key)
         out += _nothing_changed(index, key)
-    return out + _memory(rows)
+    return out + _memory(rows) + _memory(rows, "project_job")
 
 
 def markdown(verdicts: list[Row]) -> str:

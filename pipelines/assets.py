@@ -5,8 +5,13 @@ summary days that changed, report the figures.
 """
 
 
+import os
+import re
 import time
-from datetime import date
+import warnings
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -22,23 +27,121 @@ from pipelines.partitions import summary_start_date
 from pipelines.report import REPORT_PATH
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.settings import Settings
+from warehouse import dictionary
+from warehouse import schema as warehouse_schema
+from warehouse.engine import DEFAULT_WAREHOUSE_URL, WarehouseUrlError, normalize_url
+from warehouse.lifecycle import KNOWN_STATUSES
 from warehouse.schema import reservation_daily_status_counts as counts_table
 from warehouse.schema import workers as workers_table
 from warehouse.summary import SummaryRefresh, refresh_range
 
 GROUP = "taskrouter"
 SUMMARY_KEY = dg.AssetKey("reservation_daily_status_counts")
+RESERVATIONS_KEY = dg.AssetKey("reservations")
 TASKROUTER_POOL = "taskrouter_api"  # concurrency pool of every step that calls the TaskRouter API
+# Who answers for these assets in the catalog; change it to your team (or e-mail addresses).
+OWNERS = ["team:taskrouter-warehouse"]
+# the asset -> the warehouse table it is (catalog metadata)
+ASSET_TABLES = {"workers": "workers", "reservations": "reservations",
+                "reservation_daily_status_counts": "reservation_daily_status_counts"}
 
 
-def table_schema(table: sa.Table) -> dg.TableSchema:
+def warehouse_dialect(url: str | None = None) -> sa.Dialect:
+    """The dialect of ``WAREHOUSE_URL`` (or ``url``), without connecting; SQLite's when the URL
+    is unusable (the run reports that, with its fix, when it opens the warehouse)."""
+    try:
+        parsed = normalize_url(url if url is not None else os.environ.get("WAREHOUSE_URL"))
+    except WarehouseUrlError:
+        parsed = normalize_url(DEFAULT_WAREHOUSE_URL)
+    return parsed.get_dialect()()
+
+
+def table_schema(table: sa.Table, dialect: sa.Dialect | None = None) -> dg.TableSchema:
+    """The catalog's column schema: the warehouse's own types (``WAREHOUSE_URL``'s dialect unless
+    given), nullability, uniqueness and the data dictionary's descriptions."""
+    compile_for = dialect or warehouse_dialect()
+    single_key = len(table.primary_key.columns) == 1
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(c.name, str(c.type.compile(dialect=sa.dialects.sqlite.dialect())).lower(),
-                           description=c.comment or "")
+            dg.TableColumn(
+                c.name,
+                str(c.type.compile(dialect=compile_for)).lower(),
+                description=dictionary.describe(table.name, c.name) or None,
+                constraints=dg.TableColumnConstraints(
+                    nullable=bool(c.nullable), unique=bool(c.primary_key and single_key)),
+            )
             for c in table.columns
         ]
     )
+
+
+def table_name(table: str, url: str | None = None) -> str:
+    """``database.table`` (PostgreSQL: ``database.public.table``) for ``dagster/table_name``;
+    SQLite names the database by its file name. Never carries credentials."""
+    try:
+        parsed = normalize_url(url if url is not None else os.environ.get("WAREHOUSE_URL"))
+    except WarehouseUrlError:
+        return table
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite":
+        database = Path(database).stem if database and database != ":memory:" else "main"
+    elif parsed.get_backend_name() == "postgresql":
+        database = f"{database}.public" if database else "public"
+    return f"{database}.{table}" if database else table
+
+
+def _definition_line(table: str) -> int:
+    """The line of ``warehouse/schema.py`` where ``table`` is declared (1 when not found)."""
+    path = Path(warehouse_schema.__file__)
+    pattern = re.compile(rf"^\s*\"{re.escape(table)}\",\s*$")
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if pattern.match(line) and number > 1 and "sa.Table(" in lines[number - 2]:
+            return number - 1
+    return 1
+
+
+def with_freshness_policy(assets: Sequence[dg.AssetsDefinition],
+                          max_age_minutes: float) -> list[dg.AssetsDefinition]:
+    """``reservations`` is expected to be synced every ``FRESHNESS_MAX_AGE_MINUTES`` (30): the
+    UI flags it (warn at half that, fail past it) as soon as the schedule stops, not at the
+    next daily freshness check. Dagster refuses windows under a minute."""
+    fail = max(timedelta(minutes=max_age_minutes), timedelta(minutes=1))
+    warn = fail / 2 if fail / 2 >= timedelta(minutes=1) else None
+    policy = dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn)
+
+    def fresh(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key != RESERVATIONS_KEY:
+            return spec
+        return spec.replace_attributes(freshness_policy=policy)
+
+    return list(dg.map_asset_specs(fresh, list(assets)))
+
+
+def with_catalog_metadata(assets: Sequence[dg.AssetsDefinition],
+                          url: str | None = None) -> list[dg.AssetsDefinition]:
+    """Owners, ``dagster/table_name``, the column schema in the warehouse's dialect and code
+    references (the asset's function and its table's declaration) on every asset."""
+    dialect = warehouse_dialect(url)
+    schema_file = str(Path(warehouse_schema.__file__).resolve())
+
+    def catalogued(spec: dg.AssetSpec) -> dg.AssetSpec:
+        name = ASSET_TABLES.get(spec.key.to_user_string())
+        if name is None:
+            return spec.replace_attributes(owners=OWNERS)
+        table = warehouse_schema.metadata.tables[name]
+        reference = dg.LocalFileCodeReference(file_path=schema_file, line_number=_definition_line(
+            name), label=f"table {name} (warehouse/schema.py)")
+        return spec.replace_attributes(owners=OWNERS).merge_attributes(metadata={
+            "dagster/table_name": table_name(name, url),
+            "dagster/column_schema": table_schema(table, dialect),
+            "dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[reference]),
+        })
+
+    with warnings.catch_warnings():  # code references are beta: chosen knowingly, not news
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        mapped = dg.map_asset_specs(catalogued, list(assets))
+        return list(dg.with_source_code_references(mapped))  # type: ignore[arg-type]
 
 
 def count_rows(engine: Engine, table: sa.Table) -> int:
@@ -80,18 +183,52 @@ def figures_metadata(figures: SyncFigures) -> dict[str, Any]:
     }
 
 
-def status_markdown(engine: Engine, first: date | None = None, last: date | None = None) -> str:
+def summary_day_metadata(engine: Engine, days: Iterable[date], refreshed_by: str,
+                         zone: str) -> dict[date, dict[str, Any]]:
+    """Each day's own figures, under the one set of keys every path that writes a summary
+    partition uses (the sync, a backfill of one day or a range): ``dagster/row_count`` (the
+    day's rows in the table), ``reservations`` and one number per status, so the UI plots the
+    daily status counts partition by partition."""
     c = counts_table.c
-    query = sa.select(c.reservation_status, sa.func.sum(c.reservation_count)).group_by(
-        c.reservation_status
-    )
-    if first is not None and last is not None:
-        query = query.where(c.day >= first, c.day <= last)
+    wanted = sorted(set(days))
+    per_day: dict[date, dict[str, tuple[int, int]]] = {d: {} for d in wanted}
     with engine.connect() as conn:
-        rows = conn.execute(query.order_by(c.reservation_status)).all()
-    lines = ["| status | reservations |", "|---|---:|"]
-    lines += [f"| {status} | {int(total)} |" for status, total in rows]
-    return "\n".join(lines)
+        for start in range(0, len(wanted), 500):  # rows and reservations per day and status
+            for day, status, rows, total in conn.execute(
+                sa.select(c.day, c.reservation_status, sa.func.count(),
+                          sa.func.sum(c.reservation_count))
+                .where(c.day.in_(wanted[start:start + 500]))
+                .group_by(c.day, c.reservation_status)
+            ):
+                key = day if isinstance(day, date) else date.fromisoformat(str(day))
+                per_day.setdefault(key, {})[str(status)] = (int(rows), int(total))
+    result: dict[date, dict[str, Any]] = {}
+    for day in wanted:
+        statuses = per_day.get(day, {})
+        totals = {status: 0 for status in KNOWN_STATUSES}  # every known status, 0 included
+        totals.update({status: total for status, (_rows, total) in statuses.items()})
+        lines = ["| status | reservations |", "|---|---:|"]
+        lines += [f"| {status} | {total} |" for status, total in sorted(totals.items()) if total]
+        result[day] = {
+            "dagster/row_count": sum(rows for rows, _t in statuses.values()),
+            "reservations": sum(totals.values()),
+            **{f"reservations_{status}": total for status, total in sorted(totals.items())},
+            "counts_by_status": dg.MetadataValue.md("\n".join(lines)),
+            "day": day.isoformat(),
+            "reporting_timezone": zone,
+            "refreshed_by": refreshed_by,
+        }
+    return result
+
+
+def summary_materializations(engine: Engine, days: Iterable[date], refreshed_by: str, zone: str,
+                             partition_keys: set[str]) -> list[dg.AssetMaterialization]:
+    """One materialization per summary partition among ``days``, with that day's figures."""
+    wanted = [d for d in days if d.isoformat() in partition_keys]
+    return [
+        dg.AssetMaterialization(asset_key=SUMMARY_KEY, partition=day.isoformat(), metadata=meta)
+        for day, meta in summary_day_metadata(engine, wanted, refreshed_by, zone).items()
+    ]
 
 
 def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.DailyPartitionsDefinition]:
@@ -140,39 +277,34 @@ def build_assets(settings: Settings) -> tuple[list[dg.AssetsDefinition], dg.Dail
             "Reservations per day (of date_created in REPORTING_TIMEZONE), workspace, worker and "
             "status (table `reservation_daily_status_counts`). Every taskrouter_sync refreshes "
             "the days it changed, so it needs no automation; a backfill recomputes its whole "
-            "range in one run. `make report` draws it in data/report.html."
+            "range in one run. Each partition's metadata is that day's own figures: row count, "
+            "reservations, one number per status. `make report` draws it in data/report.html."
         ),
         metadata={"dagster/column_schema": table_schema(counts_table),
                   "report": dg.MetadataValue.path(str(REPORT_PATH))},
     )
     def reservation_daily_status_counts(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ):  # type: ignore[no-untyped-def]
         started = time.monotonic()
         key_range = context.partition_key_range
         first, last = date.fromisoformat(key_range.start), date.fromisoformat(key_range.end)
-        with warehouse.engine() as engine:
+        with warehouse.engine(migrate=False) as engine:  # a backfill never migrates
             refresh = refresh_range(engine, first, last, warehouse.reporting_timezone)
-            seconds = time.monotonic() - started
-            table = status_markdown(engine, first, last)
-            reservations_in_range = sum_counts(engine, first, last)
+            per_day = summary_materializations(
+                engine, refresh.days, f"backfill {first}..{last}", refresh.zone,
+                set(context.partition_keys))
         context.log.info(
-            f"summary {first}..{last}: {len(refresh.days)} day(s), {refresh.rows} row(s)"
+            f"summary {first}..{last}: {len(refresh.days)} day(s), {refresh.rows} row(s) in "
+            f"{time.monotonic() - started:.2f}s"
             + (" (zone changed: rebuilt every day)" if refresh.rebuilt else "")
         )
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": refresh.rows,
-                "days_refreshed": len(refresh.days),
-                "reservations": reservations_in_range,
-                "seconds": round(seconds, 3),
-                "first_day": str(first),
-                "last_day": str(last),
-                "reporting_timezone": refresh.zone,
-                "counts_by_status": dg.MetadataValue.md(table),
-                "dagster/column_schema": table_schema(counts_table),
-            }
-        )
+        # Dagster stores this run's result on EVERY partition of the range; it carries no
+        # figures, and the per-day materializations below come after it, so each partition's
+        # newest materialization is its own day. (A result is still needed: without one the
+        # summary check of the same run would be skipped.)
+        yield dg.MaterializeResult()
+        yield from per_day
 
     return [workers, reservations, reservation_daily_status_counts], daily
 
@@ -183,43 +315,18 @@ def record_summary_days(
     daily: dg.DailyPartitionsDefinition,
     engine: Engine,
 ) -> None:
-    """Tell Dagster which summary partitions the sync's refresh just rewrote.
+    """Tell Dagster which summary partitions the sync's refresh just rewrote, each with its
+    day's figures (the same keys as a backfill's: ``summary_day_metadata``).
 
     Days outside the partitions definition are still refreshed in the table; they simply have
     no partition to record.
     """
     if not refresh.days:
         return
-    valid = set(daily.get_partition_keys())
-    c = counts_table.c
-    wanted = [d for d in refresh.days if d.isoformat() in valid]
-    per_day: dict[date, dict[str, tuple[int, int]]] = {d: {} for d in wanted}
-    with engine.connect() as conn:
-        for start in range(0, len(wanted), 500):  # rows and reservations per day and status
-            for day, status, rows, total in conn.execute(
-                sa.select(c.day, c.reservation_status, sa.func.count(),
-                          sa.func.sum(c.reservation_count))
-                .where(c.day.in_(wanted[start:start + 500]))
-                .group_by(c.day, c.reservation_status)
-            ):
-                key = day if isinstance(day, date) else date.fromisoformat(str(day))
-                per_day.setdefault(key, {})[str(status)] = (int(rows), int(total))
-    for day in wanted:
-        statuses = per_day.get(day, {})
-        lines = ["| status | reservations |", "|---|---:|"]
-        lines += [f"| {s} | {total} |" for s, (_rows, total) in sorted(statuses.items())]
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=SUMMARY_KEY,
-                partition=day.isoformat(),
-                metadata={
-                    "dagster/row_count": sum(rows for rows, _t in statuses.values()),
-                    "reservations": sum(total for _r, total in statuses.values()),
-                    "counts_by_status": dg.MetadataValue.md("\n".join(lines)),
-                    "refreshed_by": "taskrouter_sync",
-                },
-            )
-        )
+    for materialization in summary_materializations(
+        engine, refresh.days, "taskrouter_sync", refresh.zone, set(daily.get_partition_keys())
+    ):
+        context.log_event(materialization)
 
 
 def days_listing(days: list[date], limit: int = 100) -> list[str]:
@@ -228,12 +335,3 @@ def days_listing(days: list[date], limit: int = 100) -> list[str]:
     if len(keys) <= limit:
         return keys
     return [*keys[:limit // 2], f"... {len(keys) - limit} more ...", *keys[-(limit // 2):]]
-
-
-def sum_counts(engine: Engine, first: date, last: date) -> int:
-    c = counts_table.c
-    with engine.connect() as conn:
-        total = conn.execute(
-            sa.select(sa.func.sum(c.reservation_count)).where(c.day >= first, c.day <= last)
-        ).scalar_one()
-    return int(total or 0)

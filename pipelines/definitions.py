@@ -8,14 +8,13 @@ an unset ``EnvVar`` fails at launch while a missing credential should fail with 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TypeVar
 
 import dagster as dg
 
-from pipelines.assets import build_assets
-from pipelines.checks import build_checks
+from pipelines.assets import build_assets, with_catalog_metadata, with_freshness_policy
+from pipelines.checks import build_checks, run_scoped, whole_table
 from pipelines.event_checks import build_event_checks
+from pipelines.heartbeat import heartbeat_timing
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.schedules import (
     build_daily_checks_job,
@@ -23,44 +22,79 @@ from pipelines.schedules import (
     build_sync_job,
     build_sync_schedule,
 )
-from pipelines.settings import SettingsError, load_settings
+from pipelines.sensors import build_alert_sensors, webhook_problem
+from pipelines.settings import Settings, SettingsError, load_settings
+from pipelines.sharding import requested_shards
 from warehouse.engine import DEFAULT_WAREHOUSE_URL
-
-T = TypeVar("T")
 
 
 def _env_or_none(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name, "").strip() else None
 
 
-def _scheduled(name: str, cron: str, build: Callable[[str], T]) -> T:
-    """``build(cron)``; a cron Dagster refuses fails naming the variable, not the schedule."""
+def _cron_problem(name: str, cron: str) -> str | None:
+    """Why Dagster would refuse ``cron`` (the message names the variable), or None."""
     try:
-        return build(cron)
+        dg.ScheduleDefinition(name="cron_probe", cron_schedule=cron, target="*")
     except dg.DagsterInvalidDefinitionError as error:
         if "cron" not in str(error).lower():
             raise
+        return (f"{name}={cron!r} is not a cron expression: use 5 fields (minute hour day month "
+                "weekday), e.g. '*/5 * * * *' (every 5 minutes) or '0 6 * * *' (06:00 UTC daily)")
+    return None
+
+
+def _problems(error: SettingsError) -> list[str]:
+    """The one-per-variable lines of a ``SettingsError`` (its message lists them as ``  - ``)."""
+    lines = [line[4:] for line in str(error).splitlines() if line.startswith("  - ")]
+    return lines or [str(error)]
+
+
+def _checked_settings() -> tuple[Settings, int]:
+    """The settings, the cron expressions and ``SYNC_SHARDS``, every problem in ONE error: a
+    bad cron used to be reported only after every other variable was fixed."""
+    problems: list[str] = []
+    try:
+        settings: Settings | None = load_settings()
+    except SettingsError as error:
+        problems += _problems(error)
+        settings = None
+    crons = {
+        "SYNC_CRON": settings.sync_cron if settings else
+        os.environ.get("SYNC_CRON", "").strip() or "*/5 * * * *",
+        "DAILY_CHECKS_CRON": settings.daily_checks_cron if settings else
+        os.environ.get("DAILY_CHECKS_CRON", "").strip() or "0 6 * * *",
+    }
+    problems += [p for name, cron in crons.items() if (p := _cron_problem(name, cron))]
+    try:
+        shards = requested_shards(0)  # SYNC_SHARDS, parsed as the sync's planner parses it
+    except ValueError as error:
+        problems.append(str(error))
+        shards = 1
+    problems += heartbeat_timing()[1]
+    problems += [p for p in (webhook_problem(),) if p]
+    if problems or settings is None:
         raise SettingsError(
-            f"{name}={cron!r} is not a cron expression: use 5 fields (minute hour day month "
-            "weekday), e.g. '*/5 * * * *' (every 5 minutes) or '0 6 * * *' (06:00 UTC daily)"
-        ) from None
+            "Invalid settings in the environment (fix or unset these variables):\n  - "
+            + "\n  - ".join(problems)
+        )
+    return settings, shards
 
 
 def build_definitions() -> dg.Definitions:
     from pipelines.notices import silence_dagster_notices
 
     silence_dagster_notices()  # before the decorators below emit them
-    settings = load_settings()
+    settings, shards = _checked_settings()
     assets, _daily = build_assets(settings)
-    sync_job = build_sync_job()
+    assets = with_freshness_policy(with_catalog_metadata(assets), settings.freshness_minutes)
+    checks = [*build_checks(settings), *build_event_checks(settings)]
+    sync_job = build_sync_job(run_scoped(checks), shards)
     running = settings.schedules_running
-    schedule = _scheduled("SYNC_CRON", settings.sync_cron,
-                          lambda cron: build_sync_schedule(sync_job, cron, running=running))
-    checks_job = build_daily_checks_job()
-    checks_schedule = _scheduled(
-        "DAILY_CHECKS_CRON", settings.daily_checks_cron,
-        lambda cron: build_daily_checks_schedule(checks_job, cron, running=running),
-    )
+    schedule = build_sync_schedule(sync_job, settings.sync_cron, running=running)
+    checks_job = build_daily_checks_job(whole_table(checks))
+    checks_schedule = build_daily_checks_schedule(checks_job, settings.daily_checks_cron,
+                                                  running=running)
     taskrouter = TaskRouterResource(
         account_sid=_env_or_none("TWILIO_ACCOUNT_SID"),
         auth_token=_env_or_none("TWILIO_AUTH_TOKEN"),
@@ -83,9 +117,10 @@ def build_definitions() -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        asset_checks=[*build_checks(settings), *build_event_checks(settings)],
+        asset_checks=checks,
         jobs=[sync_job, checks_job],
         schedules=[schedule, checks_schedule],
+        sensors=build_alert_sensors(settings.freshness_minutes),
         resources={"taskrouter": taskrouter, "warehouse": warehouse},
     )
 

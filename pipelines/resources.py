@@ -6,17 +6,19 @@ by variable name only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from pipelines.heartbeat import run_heartbeat
 from pipelines.settings import reader_process_choice
 from pipelines.taskrouter import TaskRouterClient
 from pipelines.taskrouter.client import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
 from pipelines.taskrouter.credentials import choose_credentials
-from warehouse.engine import create_warehouse_engine, mask_url, normalize_url
+from warehouse.engine import create_warehouse_engine, mask_url, normalize_url, sqlite_trouble
 from warehouse.migrate import ensure_schema
 
 
@@ -65,19 +67,42 @@ class TaskRouterResource(dg.ConfigurableResource):
             client.close()
 
 
+READ_ONLY_RUN = ("this run does not change the schema (checks and backfills never migrate; "
+                 "only a sync or `make migrate` does)")
+
+
 class WarehouseResource(dg.ConfigurableResource):
-    """The SQL warehouse (``WAREHOUSE_URL``) and how summaries assign days."""
+    """The SQL warehouse (``WAREHOUSE_URL``) and how summaries assign days.
+
+    While a run holds it (every step of every job here does), the run's process heartbeats
+    into its event log (``pipelines.heartbeat``), so a run whose process died is recognized.
+    """
 
     url: str = "sqlite:///data/warehouse.db"
     reporting_timezone: str = "UTC"
     auto_migrate: bool = True
 
     @contextmanager
-    def engine(self) -> Iterator[Engine]:
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Generator[WarehouseResource, None, None]:
+        with run_heartbeat(context):
+            yield self
+
+    @contextmanager
+    def engine(self, migrate: bool = True) -> Iterator[Engine]:
+        """The warehouse, at the head schema revision. ``migrate=False`` (the checks, backfills:
+        runs that only read, or only rewrite summaries) never changes the schema: an old one is
+        refused with what to run instead. A locked or read-only SQLite file fails with a message
+        that says so, not SQLite's raw error."""
         engine = create_warehouse_engine(self.url)
         try:
-            ensure_schema(engine, auto_upgrade=self.auto_migrate)
+            ensure_schema(engine, auto_upgrade=self.auto_migrate and migrate,
+                          why_not=None if migrate else READ_ONLY_RUN)
             yield engine
+        except sa.exc.OperationalError as error:
+            clear = sqlite_trouble(error, self.url)
+            if clear is None:
+                raise
+            raise clear from None
         finally:
             engine.dispose()
 

@@ -222,6 +222,25 @@ def test_bad_cron_fails_at_definitions_load_naming_the_variable(clean_env, name)
         build_definitions()
 
 
+def test_a_bad_cron_is_reported_with_the_other_bad_settings_at_once(clean_env):
+    """Not only after the others are fixed: one error names every bad variable."""
+    from pipelines.definitions import build_definitions
+
+    clean_env.setenv("SYNC_CRON", "every 5 minutes")
+    clean_env.setenv("DAILY_CHECKS_CRON", "at six")
+    clean_env.setenv("TASKROUTER_PAGE_SIZE", "2000")
+    clean_env.setenv("SYNC_SHARDS", "many")
+    clean_env.setenv("SYNC_HEARTBEAT_SECONDS", "-1")
+    with pytest.raises(SettingsError) as caught:
+        build_definitions()
+    message = str(caught.value)
+    for expected in ("SYNC_CRON='every 5 minutes'", "DAILY_CHECKS_CRON='at six'",
+                     "TASKROUTER_PAGE_SIZE='2000'", "SYNC_SHARDS='many'",
+                     "SYNC_HEARTBEAT_SECONDS='-1'"):
+        assert expected in message
+    assert message.count("\n  - ") == 5
+
+
 def test_good_values_load(clean_env):
     for name, raw in (("TASKROUTER_PAGE_SIZE", " 50 "), ("TASKROUTER_CONCURRENCY", "16"),
                       ("TASKROUTER_REQUESTS_PER_SECOND", "2.5"), ("FRESHNESS_MAX_AGE_MINUTES", "0.0005"),

@@ -4,6 +4,7 @@ range (BackfillPolicy.single_run), recomputing exactly that range with the sync'
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -65,16 +66,20 @@ def test_thirty_day_backfill_is_one_run_and_recomputes_exactly_the_range(
         assert result.success
         new_runs = [r for r in instance.get_runs() if r.run_id not in runs_before]
         assert len(new_runs) == 1 and new_runs[0].run_id == result.run_id
-        mats = result.asset_materializations_for_node(SUMMARY.path[-1])
-        assert sorted(m.partition for m in mats) == [
-            (first + timedelta(days=n)).isoformat() for n in range(30)]
-        meta = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items()}
-        assert meta["days_refreshed"] == 30
-        assert (meta["first_day"], meta["last_day"]) == (first.isoformat(), last.isoformat())
-        assert "| status | reservations |" in meta["counts_by_status"]
-        assert meta["reservations"] == int(in_range(expected, first, last)["reservation_count"].sum())
-        assert isinstance(meta["seconds"], float)
-        assert "reservation_count" in {c.name for c in meta["dagster/column_schema"].columns}
+        days = [first + timedelta(days=n) for n in range(30)]
+        newest = newest_per_partition(instance, days)
+        assert sorted(newest) == [d.isoformat() for d in days]
+        expected_by_day = expected.groupby("day")
+        for day in days:
+            meta = newest[day.isoformat()]
+            rows = expected_by_day.get_group(day) if day in expected_by_day.groups else expected[:0]
+            assert meta["dagster/row_count"] == len(rows), day  # that day's rows, not the range's
+            assert meta["reservations"] == int(rows["reservation_count"].sum())
+            by_status = rows.groupby("reservation_status")["reservation_count"].sum().to_dict()
+            for status in ("accepted", "completed", "rejected", "timeout", "canceled"):
+                assert meta[f"reservations_{status}"] == by_status.get(status, 0), (day, status)
+            assert meta["refreshed_by"] == f"backfill {first}..{last}"
+            assert "| status | reservations |" in meta["counts_by_status"]
         status = instance.get_status_by_partition(SUMMARY, [first.isoformat(), last.isoformat()],
                                                   defs_partitions(sync_env))
         assert set(status.values()) == {dg.AssetPartitionStatus.MATERIALIZED}
@@ -87,16 +92,41 @@ def test_thirty_day_backfill_is_one_run_and_recomputes_exactly_the_range(
         damaged = stored[stored["day"] == outside]
         assert set(damaged["reservation_count"]) == {999}
 
-        # the summary check ran in the same run, after the recompute, over the range's days
-        [evaluation] = result.get_asset_check_evaluations()
-        assert evaluation.check_name == "day_totals_match_reservations" and evaluation.passed
-        check_meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
-        assert check_meta["days_compared"] == 30
+        # the summary checks ran in the same run, after the recompute: over the range's days
+        # (passes), and over the whole table (fails: the damage outside the range is still there)
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert set(checks) == {"summary_matches_reservations",
+                               "summary_matches_reservations_this_run"}
+        scoped = checks["summary_matches_reservations_this_run"]
+        check_meta = {k: getattr(v, "value", v) for k, v in scoped.metadata.items()}
+        assert scoped.passed and check_meta["days_compared"] == 30
         assert check_meta["scope"] == "days of this run's partitions"
+        whole = checks["summary_matches_reservations"]
+        whole_meta = {k: getattr(v, "value", v) for k, v in whole.metadata.items()}
+        assert not whole.passed and whole_meta["mismatched_days"] == [outside.isoformat()]
 
-        again = launch_backfill(instance, first, last)
+        # a 5-day range: each day records its own figures again, not the range's totals
+        five = [last - timedelta(days=n) for n in range(4, -1, -1)]
+        again = launch_backfill(instance, five[0], five[-1])
         assert again.success
         assert stored_daily_counts(url).values.tolist() == stored.values.tolist()
+        newest = newest_per_partition(instance, five)
+        rows_per_day = stored.groupby("day").size().to_dict()
+        assert [newest[d.isoformat()]["dagster/row_count"] for d in five] == \
+            [rows_per_day.get(d, 0) for d in five]
+        assert len(set(rows_per_day.get(d, 0) for d in five)) > 1  # the days really differ
+
+
+def newest_per_partition(instance: dg.DagsterInstance, days: list[date]) -> dict[str, dict[str, Any]]:
+    """Each day's newest materialization's metadata: what the UI shows and plots for it."""
+    newest = {}
+    for day in days:
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=SUMMARY, asset_partitions=[day.isoformat()]),
+            limit=1, ascending=False).records
+        newest[day.isoformat()] = {k: getattr(v, "value", v)
+                                   for k, v in record.asset_materialization.metadata.items()}
+    return newest
 
 
 def defs_partitions(_env: dict[str, str]) -> dg.PartitionsDefinition:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import requests
 import sqlalchemy as sa
 
 from tests.conftest import ANCHOR, PROJECT_ROOT
-from tests.helpers import assert_summary_consistent, run_sync_job
+from tests.helpers import assert_summary_consistent, run_sync_job, stored_daily_counts
 from tests.test_webserver_smoke import free_port
 from warehouse.engine import create_warehouse_engine
 
@@ -144,3 +144,14 @@ def test_ui_backfill_of_thirty_days_runs_once_through_the_daemon(deployment, syn
     assert tags["dagster/asset_partition_range_start"] == partitions[0]
     assert tags["dagster/asset_partition_range_end"] == partitions[-1]
     assert_summary_consistent(sync_env["WAREHOUSE_URL"])
+    # each day's newest materialization carries that day's own figures, not the range's
+    rows_per_day = stored_daily_counts(sync_env["WAREHOUSE_URL"]).groupby("day").size()
+    with dg.DagsterInstance.from_config(sync_env["DAGSTER_HOME"]) as instance:
+        for day in partitions:
+            [record] = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("reservation_daily_status_counts"),
+                                      asset_partitions=[day]), limit=1, ascending=False).records
+            meta = record.asset_materialization.metadata
+            expected = int(rows_per_day.get(date.fromisoformat(day), 0))
+            assert meta["dagster/row_count"].value == expected, day
+            assert meta["refreshed_by"].value.startswith("backfill")

@@ -121,9 +121,8 @@ def test_project_instance_config_is_valid_and_pools_the_taskrouter_api(defs, tmp
 
 def test_production_instance_config_names_postgres_storage():
     config = yaml.safe_load((PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())
-    storage = config["storage"]["postgres"]["postgres_db"]
-    assert storage["username"] == {"env": "DAGSTER_PG_USERNAME"}
-    assert storage["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    storage = config["storage"]["custom"]  # PostgreSQL from DAGSTER_PG_* (pipelines/instance.py)
+    assert (storage["module"], storage["class"]) == ("pipelines.instance", "PostgresFromEnvironment")
     assert config["concurrency"]["pools"] == {"default_limit": 1, "granularity": "run"}
     assert config["run_coordinator"]["module"] == "dagster.core.run_coordinator"
 

@@ -192,10 +192,15 @@ def test_webserver_shows_assets_checks_jobs_schedules_and_metadata(webserver, sy
 
     checks = {(key, c["name"]): c for key, n in nodes.items()
               for c in n["assetChecksOrError"]["checks"]}
-    assert len(checks) == 10
+    # 7 whole-table and 7 run-scoped (*_this_run) table checks, freshness; the events gaps
+    # (whole and this run) and the reconciliation with TaskRouter's statistics
+    assert len(checks) == 18
     assert checks[("reservations", "sids_unique")]["blocking"] is True
+    assert checks[("reservations", "sids_unique_this_run")]["blocking"] is True
     assert checks[("reservations", "statuses_known")]["blocking"] is False
     assert "taskrouter_daily_checks" in checks[("reservations", "last_sync_is_recent")]["jobNames"]
-    executed = checks[("reservations", "statuses_known")]["executionForLatestMaterialization"]
+    for (_asset, name), check in checks.items():  # a sync never runs (or overwrites) a whole-table check
+        assert ("taskrouter_sync" in check["jobNames"]) == name.endswith("_this_run"), name
+    executed = checks[("reservations", "statuses_known_this_run")]["executionForLatestMaterialization"]
     assert executed["status"] == "SUCCEEDED"
     assert executed["evaluation"]["severity"] == "WARN" and executed["evaluation"]["success"]

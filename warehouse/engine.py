@@ -290,3 +290,43 @@ def run_in_transaction(
                         what, type(error.orig).__name__, attempt, attempts - 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+# -- SQLite files that cannot be written ---------------------------------------------------------
+_SQLITE_TROUBLE = (
+    (("database is locked", "database table is locked"),
+     "is locked by another process: this one waited SQLite's busy timeout (60 s) for a write "
+     "transaction that did not end (another sync or a migration on a large load, or a tool "
+     "holding the file open in a transaction, e.g. a DB browser with unsaved changes). Close "
+     "that tool or let the other run finish, then retry; SQLite takes one writer at a time."),
+    (("readonly database",),
+     "is read-only for this process: SQLite must write the file and, beside it, its -wal and "
+     "-shm files. Make the file and its folder writable by this user (or leave out mode=ro / a "
+     "read-only mount), or point WAREHOUSE_URL at a writable file."),
+    (("unable to open database file",),
+     "cannot be opened: its folder must exist and be writable by this user (SQLite creates "
+     "the file and its -wal/-shm files there); fix the permissions or point WAREHOUSE_URL "
+     "elsewhere."),
+)
+
+
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse cannot be used as it is (locked, read-only); the message says what to do."""
+
+
+def sqlite_trouble(error: BaseException, url: str | URL | None) -> WarehouseUnavailable | None:
+    """A clear error for SQLite's raw "database is locked" / "readonly database" / "unable to
+    open database file", naming the file (never a password: SQLite URLs have none); else None."""
+    if not isinstance(error, sa.exc.OperationalError):
+        return None
+    try:
+        parsed = normalize_url(url if url is not None else os.environ.get("WAREHOUSE_URL"))
+    except WarehouseUrlError:
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    text = str(error.orig or error).lower()
+    for needles, explanation in _SQLITE_TROUBLE:
+        if any(needle in text for needle in needles):
+            return WarehouseUnavailable(f"The SQLite warehouse {parsed.database} {explanation}")
+    return None

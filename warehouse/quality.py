@@ -1,26 +1,27 @@
 """Data-quality queries: plain functions that return counts, for the Dagster asset checks.
 
-Every function takes an optional ``since``: with it, only rows whose ``last_changed_at`` is at or
-after that instant are examined (what one sync just wrote, cheap thanks to the index on
-``last_changed_at``); without it, the whole table (the daily job). No Dagster here, so the same
-queries can be run by hand or from a notebook.
+Every row check takes an optional ``since``: with it, only rows whose ``last_changed_at`` is at
+or after that instant are examined (what one sync just wrote, cheap thanks to the index on
+``last_changed_at``); without it, the whole table (the daily job). Everything runs in SQL and
+only counts (or the first few offenders) come back, so a check over a million changed rows
+holds none of them in memory. No Dagster here, so the same queries can be run by hand or from a
+notebook.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from warehouse.lifecycle import KNOWN_STATUSES
 from warehouse.schema import reservation_daily_status_counts as counts_table
 from warehouse.schema import reservations, workers
-from warehouse.summary import all_days, day_bounds, local_days, reporting_zone
+from warehouse.summary import all_days, changed_days, day_bounds, reporting_zone
 
 # The columns a row is useless without: keys, and what the summaries group and day by.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -95,76 +96,122 @@ def unknown_statuses(conn: Connection, since: datetime | None = None,
 
 
 @dataclass(frozen=True)
-class DayMismatch:
+class RowMismatch:
+    """A summary row that differs from the GROUP BY over ``reservations`` (0: no such row)."""
+
     day: date
-    summary_total: int
-    reservations_created: int
+    workspace_sid: str
+    worker_sid: str
+    reservation_status: str
+    summary_count: int
+    reservations_counted: int
 
 
-def reservations_per_day(conn: Connection, days: Iterable[date], zone: ZoneInfo) -> dict[date, int]:
-    """Reservations created on each local day, counted over the day's UTC bounds (set-based)."""
-    wanted = sorted(set(days))
-    counted: dict[date, int] = {}
-    r = reservations.c
-    kind = r.date_created.type
-    for at in range(0, len(wanted), DAYS_PER_QUERY):
-        chunk = wanted[at:at + DAYS_PER_QUERY]
-        selects = []
-        for day in chunk:
-            start, end = day_bounds(day, zone)
-            selects.append(sa.select(
-                sa.literal(day.isoformat(), sa.String(10)).label("day"),
-                sa.literal(start, kind).label("day_start"),
-                sa.literal(end, kind).label("day_end"),
-            ))
-        bounds = (sa.union_all(*selects) if len(selects) > 1 else selects[0]).subquery("bounds")
-        query = (
-            sa.select(bounds.c.day, sa.func.count(r.sid))
-            .select_from(bounds.outerjoin(
-                reservations,
-                sa.and_(r.date_created >= bounds.c.day_start, r.date_created < bounds.c.day_end),
-            ))
-            .group_by(bounds.c.day)
-        )
-        counted.update({date.fromisoformat(str(d)): int(n) for d, n in conn.execute(query).all()})
-    return counted
+@dataclass
+class SummaryComparison:
+    days_compared: int = 0
+    rows_mismatched: int = 0
+    days_mismatched: set[date] = field(default_factory=set)
+    listed: list[RowMismatch] = field(default_factory=list)  # the first ``limit`` mismatches
 
 
-def summary_totals(conn: Connection, days: Iterable[date] | None = None) -> dict[date, int]:
-    c = counts_table.c
-    query = sa.select(c.day, sa.func.sum(c.reservation_count)).group_by(c.day)
-    if days is not None:
-        query = query.where(c.day.in_(sorted(set(days))))
-    return {d if isinstance(d, date) else date.fromisoformat(str(d)): int(n)
-            for d, n in conn.execute(query).all()}
+def _bounds(days: Sequence[date], zone: ZoneInfo) -> sa.Subquery:
+    """The local days as a derived table (day, day_start, day_end): bounds from Python's zoneinfo."""
+    kind = reservations.c.date_created.type
+    selects = []
+    for day in days:
+        start, end = day_bounds(day, zone)
+        selects.append(sa.select(sa.literal(day, sa.Date).label("day"),
+                                 sa.literal(start, kind).label("day_start"),
+                                 sa.literal(end, kind).label("day_end")))
+    return (sa.union_all(*selects) if len(selects) > 1 else selects[0]).subquery("bounds")
 
 
-def summary_mismatches(conn: Connection, zone_name: str | None,
-                       since: datetime | None = None,
-                       days: Iterable[date] | None = None) -> tuple[int, list[DayMismatch]]:
-    """Days whose summary total differs from the reservations created that day.
+_KEYS = ("workspace_sid", "worker_sid", "reservation_status")
 
-    Returns (days compared, mismatches). With ``days``, exactly those days are compared (a
-    backfill's range); with ``since``, the days of reservations changed since then; with
-    neither, every day that has reservations or summary rows.
-    """
+
+def _mismatch_selects(days: Sequence[date], zone: ZoneInfo) -> tuple[sa.Select, sa.Select]:
+    """Rows of these days where summary and GROUP BY disagree, as two anti-joins (a FULL OUTER
+    JOIN written so that SQLite, PostgreSQL and MySQL/MariaDB all run it): rows the GROUP BY has
+    that the summary lacks or counts differently, and summary rows the GROUP BY does not have."""
+    r, c = reservations.c, counts_table.c
+    bounds = _bounds(days, zone)
+    expected = (
+        sa.select(bounds.c.day, r.workspace_sid, r.worker_sid, r.reservation_status,
+                  sa.func.count().label("counted"))
+        .select_from(bounds.join(reservations, sa.and_(r.date_created >= bounds.c.day_start,
+                                                       r.date_created < bounds.c.day_end)))
+        .group_by(bounds.c.day, r.workspace_sid, r.worker_sid, r.reservation_status)
+        .subquery("expected")
+    )
+    stored = (sa.select(c.day, c.workspace_sid, c.worker_sid, c.reservation_status,
+                        c.reservation_count)
+              .where(c.day.in_(list(days))).subquery("stored"))
+    same_row = sa.and_(stored.c.day == expected.c.day,
+                       *[stored.c[k] == expected.c[k] for k in _KEYS])
+    missing_or_different = (
+        sa.select(expected.c.day, *[expected.c[k] for k in _KEYS],
+                  sa.func.coalesce(stored.c.reservation_count, 0).label("summary_count"),
+                  expected.c.counted.label("reservations_counted"))
+        .select_from(expected.outerjoin(stored, same_row))
+        .where(sa.or_(stored.c.reservation_count.is_(None),
+                      stored.c.reservation_count != expected.c.counted))
+    )
+    extra = (
+        sa.select(stored.c.day, *[stored.c[k] for k in _KEYS],
+                  stored.c.reservation_count.label("summary_count"),
+                  sa.literal(0, sa.Integer).label("reservations_counted"))
+        .select_from(stored.outerjoin(expected, same_row))
+        .where(expected.c.counted.is_(None))
+    )
+    return missing_or_different, extra
+
+
+def compare_summary(conn: Connection, days: Iterable[date], zone_name: str | None,
+                    limit: int = 50) -> SummaryComparison:
+    """Every (day, workspace, worker, status) row of ``days`` against the GROUP BY over
+    ``reservations``, in SQL, ``DAYS_PER_QUERY`` days per statement: only mismatches come back
+    (counted, and the first ``limit`` listed), never the tables' rows."""
     zone = reporting_zone(zone_name)
-    if days is not None:
-        days = set(days)
-        stored = summary_totals(conn, days) if days else {}
-    elif since is None:
-        stored = summary_totals(conn)
-        days = set(all_days(conn, zone)) | set(stored)
-    else:
-        changed = conn.execute(
-            sa.select(reservations.c.date_created).where(reservations.c.last_changed_at >= since)
-        ).scalars().all()
-        days = local_days(pd.Series(changed, dtype=object), zone)
-        stored = summary_totals(conn, days) if days else {}
-    actual = reservations_per_day(conn, days, zone)
-    mismatches = [
-        DayMismatch(day, stored.get(day, 0), actual.get(day, 0))
-        for day in sorted(days)
-        if stored.get(day, 0) != actual.get(day, 0)
-    ]
-    return len(days), mismatches
+    wanted = sorted(set(days))
+    result = SummaryComparison(days_compared=len(wanted))
+    for at in range(0, len(wanted), DAYS_PER_QUERY):
+        for query in _mismatch_selects(wanted[at:at + DAYS_PER_QUERY], zone):
+            found = query.subquery("found")
+            rows = conn.execute(sa.select(found.c.day, sa.func.count())
+                                .group_by(found.c.day)).all()
+            for day, count in rows:
+                result.rows_mismatched += int(count)
+                result.days_mismatched.add(_as_date(day))
+            room = limit - len(result.listed)
+            if rows and room > 0:
+                result.listed += [
+                    RowMismatch(_as_date(m.day), m.workspace_sid, m.worker_sid,
+                                m.reservation_status, int(m.summary_count),
+                                int(m.reservations_counted))
+                    for m in conn.execute(query.limit(room))
+                ]
+    return result
+
+
+def _as_date(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def summary_days(conn: Connection, zone_name: str | None) -> list[date]:
+    """Every day that has reservations or summary rows (the whole-table comparison's days)."""
+    zone = reporting_zone(zone_name)
+    stored = conn.execute(sa.select(sa.func.min(counts_table.c.day),
+                                    sa.func.max(counts_table.c.day))).one()
+    days = set(all_days(conn, zone))
+    if stored[0] is not None:
+        first, last = _as_date(stored[0]), _as_date(stored[1])
+        days |= {first + timedelta(days=n) for n in range((last - first).days + 1)}
+    return sorted(days)
+
+
+def days_changed_since(conn: Connection, since: datetime, zone_name: str | None) -> list[date]:
+    """The local days of the reservations changed at or after ``since``, grouped in SQL (a few
+    hundred values back, however many rows changed)."""
+    days, _newest = changed_days(conn, since - timedelta(microseconds=1), reporting_zone(zone_name))
+    return sorted(days)
