@@ -100,11 +100,16 @@ def measure_tree(command: list[str], env: dict[str, str], timeout: float = 7200.
     }
 
 
-def _sync_env(info: dict[str, Any], warehouse_url: str, home: Path) -> dict[str, str]:
+def _sync_env(info: dict[str, Any], warehouse_url: str, home: Path,
+              events: bool = False) -> dict[str, str]:
+    """The job's environment. ``events=False`` (the harness's loaders): every sync reads every
+    worker's list, the work each loader of ``run.py`` does; the events feed is measured by
+    ``benchmarks/events.py`` (and here with ``events=True``)."""
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env.update({"TASKROUTER_BASE_URL": info["base_url"], "TWILIO_ACCOUNT_SID": info["account_sid"],
                 "TWILIO_AUTH_TOKEN": info["auth_token"], "WAREHOUSE_URL": warehouse_url,
-                "DAGSTER_HOME": str(home), "PYTHONWARNINGS": "ignore"})
+                "DAGSTER_HOME": str(home), "PYTHONWARNINGS": "ignore",
+                "TASKROUTER_EVENTS": "1" if events else "0"})
     return env
 
 
@@ -132,7 +137,8 @@ def sync_job(args: dict[str, Any]) -> dict[str, Any]:
     keeps the instance between the harness's scenarios (full, noop, advance)."""
     home = Path(args["dagster_home"])
     info = {k: args[k] for k in ("base_url", "account_sid", "auth_token")}
-    result = measure_tree(SYNC_COMMAND, _sync_env(info, args["warehouse_url"], home))
+    result = measure_tree(SYNC_COMMAND, _sync_env(info, args["warehouse_url"], home,
+                                                  bool(args.get("events", False))))
     if result["returncode"] != 0:
         raise RuntimeError(f"make sync failed ({result['returncode']}):\n{result['stderr'][-3000:]}")
     figures = _synced_figures(home)
@@ -140,6 +146,7 @@ def sync_job(args: dict[str, Any]) -> dict[str, Any]:
         "seconds": result["seconds"], "rows": int(figures.get("rows_seen", 0)),
         "requests": int(figures.get("requests", 0)),
         "written": int(figures.get("inserted", 0)) + int(figures.get("updated", 0)),
+        "events_applied": int(figures.get("events_applied", 0)),
         "peak_rss_mb": result["peak_rss_mb"], "total_peak_rss_mb": result["total_peak_rss_mb"],
         "processes": result["processes"], "process_peaks_mb": result["process_peaks_mb"],
     }

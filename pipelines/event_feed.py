@@ -50,7 +50,7 @@ RETENTION_MARGIN = timedelta(hours=1)
 FIRST_SPAN = timedelta(hours=1)  # a catch-up's first window; later ones follow the density
 MIN_SPAN = timedelta(minutes=1)
 MAX_SPAN = timedelta(hours=24)
-HARD_CAP = 3  # a window may hold this many times window_events before it is split
+HARD_CAP = 2  # a window may hold this many times window_events before it is split
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class FeedOptions:
     enabled: bool = True
     sweep_interval: timedelta = timedelta(minutes=60)
     overlap: timedelta = timedelta(seconds=120)
-    window_events: int = 20_000
+    window_events: int = 10_000
     server_filter: bool = False  # EventType on the server: one request per type (benchmarks)
 
     @classmethod
@@ -232,8 +232,12 @@ def _follow_workspace(client: TaskRouterClient, engine: Engine, cursor: Cursor, 
             pending = None
             try:
                 window = reading.result()
-            except WindowTooLarge:
-                start, span = begin, max(MIN_SPAN, (until - begin) / 2)
+            except WindowTooLarge as error:
+                shorter = (until - begin) / 2
+                if error.per_second:  # sized by what its first page showed
+                    shorter = min(shorter, timedelta(seconds=options.window_events
+                                                     / error.per_second))
+                start, span = begin, max(MIN_SPAN, shorter)
                 continue
             except EventsUnavailable as error:
                 _record_refusal(engine, ws, now, error, result)

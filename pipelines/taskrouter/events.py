@@ -43,11 +43,12 @@ class EventsRefusedWindow(TaskRouterError):
 
 
 class WindowTooLarge(Exception):
-    """More reservation events than the caller wanted in memory at once: read a shorter window."""
+    """More events than the caller wanted in memory at once: read a shorter window.
+    ``per_second`` is the density the first page showed, when known (to size the next one)."""
 
-    def __init__(self, events: int) -> None:
-        super().__init__(f"{events} reservation events in one window")
-        self.events = events
+    def __init__(self, events: int, per_second: float | None = None) -> None:
+        super().__init__(f"about {events} events in one window")
+        self.events, self.per_second = events, per_second
 
 
 @dataclass
@@ -129,6 +130,15 @@ def _page_span(page: list[Any]) -> tuple[datetime, datetime] | None:
     return (min(moments), max(moments)) if moments else None
 
 
+def density(first_page: list[Any]) -> float | None:
+    """Events per second over the time a (full) first page spans, newest first."""
+    span = _page_span(first_page)
+    if span is None:
+        return None
+    oldest, newest = span
+    return len(first_page) / max(1.0, (newest - oldest).total_seconds())
+
+
 def slices_worth_reading(first_page: list[Any], start: datetime, readers: int) -> int:
     """How many time slices the rest of a window is worth cutting into: about one per two pages
     the first page's density leaves below it, at most ``readers``; 1 follows the pages."""
@@ -179,6 +189,12 @@ def read_event_window(client: TaskRouterClient, workspace_sid: str, start: datet
         rest = next(pages, None)
         if rest is None:
             return window
+        per_second = density(first)
+        expected = (per_second or 0.0) * max(1.0, (end - start).total_seconds())
+        if max_events is not None and per_second is not None and expected > 2 * max_events:
+            # far more than wanted: say so now, one page in, rather than after reading them all
+            pages.close()
+            raise WindowTooLarge(int(expected), per_second)
         readers = slices_worth_reading(first, start, client.concurrency)
         if readers < 2:  # a few pages left, or no way to cut: follow them
             collector.take(rest)
