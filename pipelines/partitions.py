@@ -18,6 +18,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import dagster as dg
+
 from pipelines.settings import Settings
 
 EMPTY_WAREHOUSE_DAYS = 30
@@ -73,3 +75,10 @@ def summary_start_date(settings: Settings, environ: Mapping[str, str] | None = N
         return first.isoformat()
     today = today or datetime.now(ZoneInfo(settings.reporting_timezone)).date()
     return (today - timedelta(days=EMPTY_WAREHOUSE_DAYS)).isoformat()
+
+
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    """The partitions of ``reservation_daily_status_counts``: one per day of
+    ``REPORTING_TIMEZONE`` from ``summary_start_date``, today included."""
+    return dg.DailyPartitionsDefinition(start_date=summary_start_date(settings),
+                                        timezone=settings.reporting_timezone, end_offset=1)

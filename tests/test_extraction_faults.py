@@ -17,7 +17,12 @@ from pipelines.loading import (
     load_reservations,
     resolve_workspaces,
 )
-from pipelines.taskrouter import TaskRouterAuthError, TaskRouterClient, TaskRouterError
+from pipelines.taskrouter import (
+    ClientOptions,
+    TaskRouterAuthError,
+    TaskRouterClient,
+    TaskRouterError,
+)
 from pipelines.taskrouter.credentials import choose_credentials
 from pipelines.taskrouter.emulator import FAULT_KINDS, Emulator, Faults
 from tests.conftest import small_world
@@ -38,7 +43,7 @@ FAST = {"page_size": 10, "backoff_factor": 0.02, "backoff_max": 0.2, "retry_afte
 def make_client(emu: Emulator, *, token: str | None = None, **overrides: Any) -> TaskRouterClient:
     world = emu.world
     credentials = choose_credentials(world.account_sid, token or world.auth_token)
-    return TaskRouterClient(credentials, emu.base_url, **{**FAST, **overrides})
+    return TaskRouterClient(credentials, emu.base_url, ClientOptions(**{**FAST, **overrides}))
 
 
 def sync_with_functions(emu: Emulator, url: str, **overrides: Any) -> tuple[SyncFigures, TaskRouterClient]:
