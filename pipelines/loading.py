@@ -46,7 +46,9 @@ class SyncFigures:
     workers_read: int = 0
     workers_skipped: list[str] = field(default_factory=list)  # 404: deleted upstream (what was
     # read before the 404 is loaded, and every reservation of the worker marked deleted upstream)
-    workers_failed: list[str] = field(default_factory=list)  # still failing after retries
+    workers_failed: list[str] = field(default_factory=list)  # could not be read (see below)
+    # worker sid -> how its read ended ("HTTP 500 after 6 attempts") and its attempts
+    worker_failures: dict[str, tuple[str, int]] = field(default_factory=dict)
     rows_seen: int = 0
     inserted: int = 0
     updated: int = 0
@@ -98,18 +100,25 @@ ProgressCallback = Callable[[str], None]
 
 
 class WorkersFailed(RuntimeError):
-    """Some workers (or workspaces' events) could not be read after all retries; everything
-    else was loaded."""
+    """Some workers (or workspaces' events) could not be read; everything else was loaded.
+
+    Each worker is named with how its read ended ("HTTP 500 after 6 attempts", "HTTP 400, not
+    retried"); "after retries" is said only when every one of them was retried.
+    """
 
     def __init__(self, figures: SyncFigures) -> None:
         self.figures = figures
         parts = []
         if figures.workers_failed:
             failed = list(dict.fromkeys(figures.workers_failed))  # one worker may fail twice
-            shown = ", ".join(failed[:10])
+            ends = figures.worker_failures
+            shown = ", ".join(f"{sid}: {ends[sid][0]}" if sid in ends else sid
+                              for sid in failed[:10])
             more = len(failed) - 10
-            parts.append(f"{len(failed)} worker(s) could not be read after "
-                         f"retries ({shown}{f' and {more} more' if more > 0 else ''})")
+            retried = all(sid in ends and ends[sid][1] > 1 for sid in failed)
+            parts.append(f"{len(failed)} worker(s) could not be read"
+                         f"{' after retries' if retried else ''} "
+                         f"({shown}{f' and {more} more' if more > 0 else ''})")
         if figures.events_failed:
             parts.append(f"the events of {len(figures.events_failed)} workspace(s) could not "
                          f"be read after retries ({', '.join(figures.events_failed[:10])})")
@@ -222,6 +231,7 @@ def _batches(reads: Iterator[WorkerRead], batch_rows: int, figures: SyncFigures,
             meter.tick(figures)
         if read.outcome == "failed":
             figures.workers_failed.append(read.worker_sid)
+            figures.worker_failures[read.worker_sid] = (read.failure(), read.attempts)
             log.warning("worker %s could not be read: %s", read.worker_sid, read.error)
             continue
         if read.outcome == "not_found":
@@ -407,14 +417,16 @@ def load_reservations(
 
 
 def merge_figures(parts: Iterable[SyncFigures]) -> SyncFigures:
-    """Add up figures (shards, the events half): counters sum, lists concatenate (every field,
-    new ones too)."""
+    """Add up figures (shards, the events half): counters sum, lists concatenate, mappings
+    merge (every field, new ones too)."""
     total = SyncFigures()
     for figures in parts:
         for f in fields(SyncFigures):
             mine, theirs = getattr(total, f.name), getattr(figures, f.name)
             if isinstance(mine, list):
                 mine.extend(theirs)
+            elif isinstance(mine, dict):
+                mine.update(theirs)
             elif isinstance(mine, int | float) and not isinstance(mine, bool):
                 setattr(total, f.name, mine + theirs)
     return total

@@ -163,10 +163,12 @@ def fault_of(exc: BaseException) -> str | None:
     if not isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return None
     reason = _reason(exc)
+    if isinstance(reason, NewConnectionError):  # urllib3 makes it a ConnectTimeoutError too
+        return "connect"
     if isinstance(exc, requests.exceptions.Timeout) or isinstance(
             reason, ReadTimeoutError | ConnectTimeoutError):
         return "timeout"
-    return "connect" if isinstance(reason, NewConnectionError) else "reset"
+    return "reset"
 
 
 def retry_in_tenacity(exc: BaseException) -> bool:
