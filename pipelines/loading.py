@@ -280,15 +280,19 @@ def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str
                   *, screen: bool = True, vanished_sids: list[str] | None = None) -> PreparedBatch:
     """The Python half of a batch: screen against the stored versions, then normalize the rest.
 
-    The screen reads the batch's workers' stored versions outside the write transaction and
-    sets aside the records that cannot change anything; ``complete_workers`` (None when the
-    reads were filtered or partial) are the workers whose full lists ``records`` hold, so the
-    same read tells which of their stored reservations TaskRouter no longer returns.
-    ``screen=False`` (a first load, whose screen index is deferred) skips that read: there is
-    nothing stored to set aside, and the upsert still classifies every row exactly.
-    ``vanished_sids`` are records in ``records`` whose worker then answered 404 (a complete
-    worker, deleted upstream): stored, and marked deleted upstream like the worker's stored
-    reservations they are not (``gone``), since no sync can ever read them again.
+    The screen reads the stored versions outside the write transaction, so the transaction
+    only writes what can change something.
+
+    Args:
+        records: the batch's reservation records, as read.
+        complete_workers: the workers whose full lists ``records`` hold (None when the reads
+            were filtered or partial): their stored reservations missing from ``records`` are
+            gone upstream.
+        screen: False for a first load (its screen index is deferred and nothing is stored):
+            skips the read; the upsert still classifies every row exactly.
+        vanished_sids: records whose worker then answered 404 (deleted upstream): stored, then
+            marked deleted with the worker's other reservations, since no sync can read them
+            again.
     """
     stored = StoredVersions()
     if screen:
@@ -379,10 +383,8 @@ def load_reservations(
 
     # A pipeline: the reader threads fetch while this thread screens and normalizes batch N+1
     # and one writer thread commits batch N (mostly SQL, run without the GIL where the driver
-    # allows: warehouse.multirow). Batches commit one at a time, in order; a second batch queued
-    # behind the writer bought no speed (measured) and would hold one more batch in memory, and
-    # on SQLite neither did one transaction shared by the batches of ~2 s (1.5M rows: 16 commits
-    # instead of 150, the same writer time; built and reverted, commit b404c7b).
+    # allows). Batches commit one at a time, in order: a deeper queue or one shared transaction
+    # bought nothing (benchmarks/results/design-notes.md, "The write pipeline").
     # Leaving the block waits for the batch being committed.
     # A first load builds its secondary indexes once at the end (warehouse.initial_load).
     with (indexes_deferred_if_first_load(engine) as first_load, fewer_collections(),

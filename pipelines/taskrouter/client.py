@@ -283,7 +283,8 @@ class TaskRouterClient:
         At most ``concurrency`` requests are in flight and one worker's pages are read in
         order. With ``reader_process`` the same reads run in a child process: always when it
         is True, with "auto" when the caller ``expect_many_writes`` (a first load), the only
-        case where the child's start-up and framing pay for themselves.
+        case where the child's start-up and framing pay for themselves
+        (benchmarks/results/design-notes.md, "The reader process").
         """
         mode = self.options.reader_process
         if mode is True or (mode == "auto" and expect_many_writes):
