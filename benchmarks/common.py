@@ -105,11 +105,11 @@ def report(rows: list[dict[str, Any]], output: str | None) -> None:
 
 def emulator_client(emu: dict[str, Any], **options: Any) -> Any:
     """The project's ``TaskRouterClient`` for an ``emulator()``, with the emulator's credentials."""
-    from pipelines.taskrouter import TaskRouterClient
+    from pipelines.taskrouter import ClientOptions, TaskRouterClient
     from pipelines.taskrouter.credentials import choose_credentials
 
     return TaskRouterClient(choose_credentials(emu["account_sid"], emu["auth_token"]),
-                            emu["base_url"], **options)
+                            emu["base_url"], ClientOptions(**options))
 
 
 def read_every_worker(client: Any, listing: dict[str, list[str]]) -> int:

@@ -34,7 +34,7 @@ from benchmarks.common import (
 )
 from benchmarks.run import control
 from benchmarks.runners import cpu_seconds, pooled_fetch
-from pipelines.taskrouter.client import DEFAULT_CONCURRENCY  # the row the others are compared with
+from pipelines.taskrouter.options import DEFAULT_CONCURRENCY  # the row the others are compared with
 
 
 def emulator_cpu_seconds(pid: int) -> float | None:

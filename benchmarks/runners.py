@@ -50,7 +50,7 @@ def peak_rss_mb() -> float:
 # -- project ----------------------------------------------------------------------------------
 def project(args: dict[str, Any]) -> dict[str, Any]:
     from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
-    from pipelines.taskrouter import TaskRouterClient
+    from pipelines.taskrouter import ClientOptions, TaskRouterClient
     from pipelines.taskrouter.credentials import choose_credentials
     from warehouse import initial_load
     from warehouse.engine import create_warehouse_engine
@@ -64,8 +64,9 @@ def project(args: dict[str, Any]) -> dict[str, Any]:
     ensure_schema(engine)
     credentials = choose_credentials(args["account_sid"], args["auth_token"])
     started = time.perf_counter()
-    with TaskRouterClient(credentials, args["base_url"], concurrency=args.get("concurrency", 8),
-                          reader_process=args.get("reader_process", "auto")) as client:
+    options = ClientOptions(concurrency=args.get("concurrency", 8),
+                            reader_process=args.get("reader_process", "auto"))
+    with TaskRouterClient(credentials, args["base_url"], options) as client:
         listing = list_workers_by_workspace(client, resolve_workspaces(client, None))
         listed = time.perf_counter()
         figures = load_reservations(client, engine, listing,

@@ -24,7 +24,6 @@ from pipelines.schedules import (
 )
 from pipelines.sensors import build_alert_sensors, webhook_problem
 from pipelines.settings import Settings, SettingsError, load_settings
-from pipelines.sharding import requested_shards
 from warehouse.engine import DEFAULT_WAREHOUSE_URL
 
 
@@ -50,9 +49,9 @@ def _problems(error: SettingsError) -> list[str]:
     return lines or [str(error)]
 
 
-def _checked_settings() -> tuple[Settings, int]:
-    """The settings, the cron expressions and ``SYNC_SHARDS``, every problem in ONE error: a
-    bad cron used to be reported only after every other variable was fixed."""
+def _checked_settings() -> Settings:
+    """The settings, the cron expressions, the heartbeat and the webhook, every problem in ONE
+    error: a bad cron used to be reported only after every other variable was fixed."""
     problems: list[str] = []
     try:
         settings: Settings | None = load_settings()
@@ -66,11 +65,6 @@ def _checked_settings() -> tuple[Settings, int]:
         os.environ.get("DAILY_CHECKS_CRON", "").strip() or "0 6 * * *",
     }
     problems += [p for name, cron in crons.items() if (p := _cron_problem(name, cron))]
-    try:
-        shards = requested_shards(0)  # SYNC_SHARDS, parsed as the sync's planner parses it
-    except ValueError as error:
-        problems.append(str(error))
-        shards = 1
     problems += heartbeat_timing()[1]
     problems += [p for p in (webhook_problem(),) if p]
     if problems or settings is None:
@@ -78,18 +72,18 @@ def _checked_settings() -> tuple[Settings, int]:
             "Invalid settings in the environment (fix or unset these variables):\n  - "
             + "\n  - ".join(problems)
         )
-    return settings, shards
+    return settings
 
 
 def build_definitions() -> dg.Definitions:
     from pipelines.notices import silence_dagster_notices
 
     silence_dagster_notices()  # before the decorators below emit them
-    settings, shards = _checked_settings()
+    settings = _checked_settings()
     assets, _daily = build_assets(settings)
     assets = with_freshness_policy(with_catalog_metadata(assets), settings.freshness_minutes)
     checks = [*build_checks(settings), *build_event_checks(settings)]
-    sync_job = build_sync_job(run_scoped(checks), shards)
+    sync_job = build_sync_job(run_scoped(checks), settings.sync_shards)
     running = settings.schedules_running
     schedule = build_sync_schedule(sync_job, settings.sync_cron, running=running)
     checks_job = build_daily_checks_job(whole_table(checks))
@@ -102,13 +96,7 @@ def build_definitions() -> dg.Definitions:
         api_key_secret=_env_or_none("TWILIO_API_KEY_SECRET"),
         base_url=settings.base_url,
         workspace_sids=settings.workspace_sids,
-        page_size=settings.page_size,
-        concurrency=settings.concurrency,
-        requests_per_second=settings.requests_per_second,
-        connect_timeout_s=settings.connect_timeout_s,
-        read_timeout_s=settings.read_timeout_s,
-        max_attempts=settings.max_attempts,
-        reader_process=settings.reader_process,
+        **settings.client_tuning(),
     )
     warehouse = WarehouseResource(
         url=_env_or_none("WAREHOUSE_URL") or DEFAULT_WAREHOUSE_URL,

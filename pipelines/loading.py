@@ -46,7 +46,9 @@ class SyncFigures:
     workers_read: int = 0
     workers_skipped: list[str] = field(default_factory=list)  # 404: deleted upstream (what was
     # read before the 404 is loaded, and every reservation of the worker marked deleted upstream)
-    workers_failed: list[str] = field(default_factory=list)  # still failing after retries
+    workers_failed: list[str] = field(default_factory=list)  # could not be read (see below)
+    # worker sid -> how its read ended ("HTTP 500 after 6 attempts") and its attempts
+    worker_failures: dict[str, tuple[str, int]] = field(default_factory=dict)
     rows_seen: int = 0
     inserted: int = 0
     updated: int = 0
@@ -98,18 +100,25 @@ ProgressCallback = Callable[[str], None]
 
 
 class WorkersFailed(RuntimeError):
-    """Some workers (or workspaces' events) could not be read after all retries; everything
-    else was loaded."""
+    """Some workers (or workspaces' events) could not be read; everything else was loaded.
+
+    Each worker is named with how its read ended ("HTTP 500 after 6 attempts", "HTTP 400, not
+    retried"); "after retries" is said only when every one of them was retried.
+    """
 
     def __init__(self, figures: SyncFigures) -> None:
         self.figures = figures
         parts = []
         if figures.workers_failed:
             failed = list(dict.fromkeys(figures.workers_failed))  # one worker may fail twice
-            shown = ", ".join(failed[:10])
+            ends = figures.worker_failures
+            shown = ", ".join(f"{sid}: {ends[sid][0]}" if sid in ends else sid
+                              for sid in failed[:10])
             more = len(failed) - 10
-            parts.append(f"{len(failed)} worker(s) could not be read after "
-                         f"retries ({shown}{f' and {more} more' if more > 0 else ''})")
+            retried = all(sid in ends and ends[sid][1] > 1 for sid in failed)
+            parts.append(f"{len(failed)} worker(s) could not be read"
+                         f"{' after retries' if retried else ''} "
+                         f"({shown}{f' and {more} more' if more > 0 else ''})")
         if figures.events_failed:
             parts.append(f"the events of {len(figures.events_failed)} workspace(s) could not "
                          f"be read after retries ({', '.join(figures.events_failed[:10])})")
@@ -222,6 +231,7 @@ def _batches(reads: Iterator[WorkerRead], batch_rows: int, figures: SyncFigures,
             meter.tick(figures)
         if read.outcome == "failed":
             figures.workers_failed.append(read.worker_sid)
+            figures.worker_failures[read.worker_sid] = (read.failure(), read.attempts)
             log.warning("worker %s could not be read: %s", read.worker_sid, read.error)
             continue
         if read.outcome == "not_found":
@@ -270,15 +280,19 @@ def prepare_batch(engine: Engine, records: list[Any], complete_workers: list[str
                   *, screen: bool = True, vanished_sids: list[str] | None = None) -> PreparedBatch:
     """The Python half of a batch: screen against the stored versions, then normalize the rest.
 
-    The screen reads the batch's workers' stored versions outside the write transaction and
-    sets aside the records that cannot change anything; ``complete_workers`` (None when the
-    reads were filtered or partial) are the workers whose full lists ``records`` hold, so the
-    same read tells which of their stored reservations TaskRouter no longer returns.
-    ``screen=False`` (a first load, whose screen index is deferred) skips that read: there is
-    nothing stored to set aside, and the upsert still classifies every row exactly.
-    ``vanished_sids`` are records in ``records`` whose worker then answered 404 (a complete
-    worker, deleted upstream): stored, and marked deleted upstream like the worker's stored
-    reservations they are not (``gone``), since no sync can ever read them again.
+    The screen reads the stored versions outside the write transaction, so the transaction
+    only writes what can change something.
+
+    Args:
+        records: the batch's reservation records, as read.
+        complete_workers: the workers whose full lists ``records`` hold (None when the reads
+            were filtered or partial): their stored reservations missing from ``records`` are
+            gone upstream.
+        screen: False for a first load (its screen index is deferred and nothing is stored):
+            skips the read; the upsert still classifies every row exactly.
+        vanished_sids: records whose worker then answered 404 (deleted upstream): stored, then
+            marked deleted with the worker's other reservations, since no sync can read them
+            again.
     """
     stored = StoredVersions()
     if screen:
@@ -369,10 +383,8 @@ def load_reservations(
 
     # A pipeline: the reader threads fetch while this thread screens and normalizes batch N+1
     # and one writer thread commits batch N (mostly SQL, run without the GIL where the driver
-    # allows: warehouse.multirow). Batches commit one at a time, in order; a second batch queued
-    # behind the writer bought no speed (measured) and would hold one more batch in memory, and
-    # on SQLite neither did one transaction shared by the batches of ~2 s (1.5M rows: 16 commits
-    # instead of 150, the same writer time; built and reverted, commit b404c7b).
+    # allows). Batches commit one at a time, in order: a deeper queue or one shared transaction
+    # bought nothing (benchmarks/results/design-notes.md, "The write pipeline").
     # Leaving the block waits for the batch being committed.
     # A first load builds its secondary indexes once at the end (warehouse.initial_load).
     with (indexes_deferred_if_first_load(engine) as first_load, fewer_collections(),
@@ -407,14 +419,16 @@ def load_reservations(
 
 
 def merge_figures(parts: Iterable[SyncFigures]) -> SyncFigures:
-    """Add up figures (shards, the events half): counters sum, lists concatenate (every field,
-    new ones too)."""
+    """Add up figures (shards, the events half): counters sum, lists concatenate, mappings
+    merge (every field, new ones too)."""
     total = SyncFigures()
     for figures in parts:
         for f in fields(SyncFigures):
             mine, theirs = getattr(total, f.name), getattr(figures, f.name)
             if isinstance(mine, list):
                 mine.extend(theirs)
+            elif isinstance(mine, dict):
+                mine.update(theirs)
             elif isinstance(mine, int | float) and not isinstance(mine, bool):
                 setattr(total, f.name, mine + theirs)
     return total

@@ -2,8 +2,8 @@
 
 A sync parses pages on many reader threads; glibc gives each thread its own malloc arena and
 keeps freed pages in them, so RSS creeps up with the number of pages read even though Python
-holds nothing (tracemalloc shows < 1 MB live after a 1.5M-row sync). Capping the arenas and
-trimming after each committed batch hands that memory back. Both are no-ops elsewhere.
+holds next to nothing. Capping the arenas and trimming after each committed batch hands that
+memory back (benchmarks/results/design-notes.md, "Memory"). Both are no-ops elsewhere.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def fewer_collections(gen0: int = SYNC_GEN0_THRESHOLD) -> Iterator[None]:
     ``links``), so CPython's default gen-0 threshold of 700 runs a collection every few hundred
     records and a full one, walking every live object (Dagster's, pandas' and SQLAlchemy's
     included), every hundred. Freezing what exists at the start takes those out of every walk,
-    and a higher gen-0 threshold makes the walks rare: 10-20% less CPU on a 100k-row sync
-    (``benchmarks/run.py``, same run). Nothing is leaked: frozen objects become collectable
+    and a higher gen-0 threshold makes the walks rare (the CPU saved:
+    benchmarks/results/design-notes.md). Nothing is leaked: frozen objects become collectable
     again on exit, and cycles made during the sync are still collected, less often.
     """
     before = gc.get_threshold()

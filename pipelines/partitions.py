@@ -1,13 +1,13 @@
-"""Where the daily partitions of ``reservation_daily_status_counts`` start.
+"""The daily partitions of ``reservation_daily_status_counts``, and where they start.
 
 Dagster fixes a partitions definition when the definitions load, and shows every partition
-without a materialization as "missing". A fixed old default (2025-01-01) showed a fresh
-install 674 missing days of 704. So, unless ``SUMMARY_START_DATE`` pins it, the start is the
-first day the warehouse's summary holds: every day with data stays a partition (a backfill of
-any of them works), and the days before the data are not listed. An empty (or unreachable)
-warehouse starts 30 days before today in ``REPORTING_TIMEZONE``, as far back as a first sync
-usually reaches (TaskRouter keeps events 30 days), so the first sync's days are recorded too.
-The summary itself is never limited by the partitions: a sync refreshes any day.
+without a materialization as "missing", so a fixed old start filled a fresh install with
+missing days (benchmarks/results/design-notes.md). Unless ``SUMMARY_START_DATE`` pins it, the
+start is the first day the warehouse's summary holds: every day with data stays a partition (a
+backfill of any of them works), and the days before the data are not listed. An empty (or
+unreachable) warehouse starts 30 days before today in ``REPORTING_TIMEZONE``, as far back as a
+first sync usually reaches (TaskRouter keeps events 30 days). The summary itself is never
+limited by the partitions: a sync refreshes any day.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import dagster as dg
 
 from pipelines.settings import Settings
 
@@ -73,3 +75,10 @@ def summary_start_date(settings: Settings, environ: Mapping[str, str] | None = N
         return first.isoformat()
     today = today or datetime.now(ZoneInfo(settings.reporting_timezone)).date()
     return (today - timedelta(days=EMPTY_WAREHOUSE_DAYS)).isoformat()
+
+
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    """The partitions of ``reservation_daily_status_counts``: one per day of
+    ``REPORTING_TIMEZONE`` from ``summary_start_date``, today included."""
+    return dg.DailyPartitionsDefinition(start_date=summary_start_date(settings),
+                                        timezone=settings.reporting_timezone, end_offset=1)

@@ -14,16 +14,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipelines.heartbeat import run_heartbeat
-from pipelines.settings import reader_process_choice
+from pipelines.settings import client_options
 from pipelines.taskrouter import TaskRouterClient
-from pipelines.taskrouter.client import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
 from pipelines.taskrouter.credentials import choose_credentials
+from pipelines.taskrouter.options import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, MAX_PAGE_SIZE
 from warehouse.engine import create_warehouse_engine, mask_url, normalize_url, sqlite_trouble
 from warehouse.migrate import ensure_schema
 
 
 class TaskRouterResource(dg.ConfigurableResource):
-    """TaskRouter REST API access: credentials, workspaces and client tuning."""
+    """TaskRouter REST API access: credentials, workspaces and client tuning.
+
+    The tuning fields carry the names of ``Settings`` (``definitions.py`` passes
+    ``Settings.client_tuning()``) and become the client's ``ClientOptions`` in
+    ``pipelines.settings.client_options``.
+    """
 
     account_sid: str | None = None
     auth_token: str | None = None
@@ -31,7 +36,7 @@ class TaskRouterResource(dg.ConfigurableResource):
     api_key_secret: str | None = None
     base_url: str = DEFAULT_BASE_URL
     workspace_sids: str = ""
-    page_size: int = 1000
+    page_size: int = MAX_PAGE_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     requests_per_second: float | None = None
     connect_timeout_s: float = 5.0
@@ -50,17 +55,8 @@ class TaskRouterResource(dg.ConfigurableResource):
         credentials = choose_credentials(
             self.account_sid, self.auth_token, self.api_key_sid, self.api_key_secret
         )
-        client = TaskRouterClient(
-            credentials,
-            self.base_url,
-            page_size=self.page_size,
-            concurrency=self.concurrency,
-            requests_per_second=requests_per_second or self.requests_per_second,
-            connect_timeout=self.connect_timeout_s,
-            read_timeout=self.read_timeout_s,
-            max_attempts=self.max_attempts,
-            reader_process=reader_process_choice(self.reader_process),
-        )
+        client = TaskRouterClient(credentials, self.base_url,
+                                  client_options(self, requests_per_second))
         try:
             yield client
         finally:

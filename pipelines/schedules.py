@@ -40,9 +40,9 @@ def build_sync_job(check_keys: list[dg.AssetCheckKey], shards: int = 1) -> dg.Jo
 
     One process unless ``shards`` (``SYNC_SHARDS``) asks for more: Dagster's default
     multiprocess executor starts a Python process per step, and each one imports Dagster and
-    the project again, which cost a sync launched by the daemon or the UI ~45 s on 2 cores for
-    ~2 s of work. Shards need processes to run side by side, so they get Dagster's default
-    executor, multiprocess (``make sync`` runs ``execute_in_process`` either way).
+    the project again, many times the sync's own work (benchmarks/results/design-notes.md).
+    Shards need processes to run side by side, so they get Dagster's default executor,
+    multiprocess (``make sync`` runs ``execute_in_process`` either way).
     """
     return dg.define_asset_job(
         SYNC_JOB,

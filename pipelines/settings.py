@@ -1,7 +1,9 @@
 """Optional settings read once at definitions load, with the defaults the README lists. Every
 value is checked there; the bad ones fail together in one ``SettingsError`` naming each variable.
 
-Secrets are not read here: they reach resources through ``dg.EnvVar`` (see ``definitions.py``).
+The client's tuning becomes one ``ClientOptions`` here (``client_options``), for the Dagster
+resource and, through it, the reader process. Secrets are not read here: they reach resources
+through ``dg.EnvVar`` (see ``definitions.py``).
 """
 
 from __future__ import annotations
@@ -12,15 +14,21 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from pipelines.taskrouter.client import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, MAX_PAGE_SIZE
+from pipelines.taskrouter.options import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONCURRENCY,
+    MAX_PAGE_SIZE,
+    ClientOptions,
+)
 
 # The yes/no spellings every switch accepts (any case, spaces trimmed).
 TRUE_SPELLINGS = ("1", "true", "yes", "on")
 FALSE_SPELLINGS = ("0", "false", "no", "off")
 _WHOLE_NUMBER = re.compile(r"[+-]?\d+")
+MAX_SHARDS = 256  # SYNC_SHARDS above it runs this many
 T = TypeVar("T")
 
 
@@ -150,9 +158,48 @@ class _Environment:
                                  "(or the emulator's http://127.0.0.1:PORT)", default)
         return raw
 
+    def shards(self) -> int:
+        return min(self.whole("SYNC_SHARDS", 1, 1), MAX_SHARDS)
+
     def _problem(self, message: str, fallback: T) -> T:
         self.problems.append(message)
         return fallback
+
+    def check(self) -> None:
+        """One ``SettingsError`` naming every problem found, if any."""
+        if self.problems:
+            raise SettingsError(
+                "Invalid settings in the environment (fix or unset these variables):\n  - "
+                + "\n  - ".join(self.problems)
+            )
+
+
+# The client's tuning: the same names in ``Settings`` and in the resource's config.
+CLIENT_TUNING = ("page_size", "concurrency", "requests_per_second", "connect_timeout_s",
+                 "read_timeout_s", "max_attempts", "reader_process")
+
+
+class ClientTuning(Protocol):
+    """``Settings`` or the ``TaskRouterResource`` config: what ``client_options`` reads."""
+
+    page_size: int
+    concurrency: int
+    requests_per_second: float | None
+    connect_timeout_s: float
+    read_timeout_s: float
+    max_attempts: int
+    reader_process: str
+
+
+def client_options(tuning: ClientTuning, requests_per_second: float | None = None) -> ClientOptions:
+    """The one place the client's options are built (``requests_per_second``: a shard's share)."""
+    return ClientOptions(
+        page_size=tuning.page_size, concurrency=tuning.concurrency,
+        requests_per_second=tuning.requests_per_second,
+        connect_timeout=tuning.connect_timeout_s, read_timeout=tuning.read_timeout_s,
+        max_attempts=tuning.max_attempts,
+        reader_process=reader_process_choice(tuning.reader_process),
+    ).with_rate(requests_per_second)
 
 
 @dataclass(frozen=True)
@@ -179,6 +226,15 @@ class Settings:
     events_overlap_seconds: int = 120  # each events window re-reads this much of the last one
     events_window_events: int = 10_000  # reservation events held in memory per window
     reconcile_days: int = 7  # days the CumulativeStatistics reconciliation check compares
+    sync_shards: int = 1  # shard steps per sync (SQLite runs one); the planner reads it again
+    shard_retries: int = 1  # Dagster retries of a shard step that raised
+
+    def client_options(self) -> ClientOptions:
+        return client_options(self)
+
+    def client_tuning(self) -> dict[str, Any]:
+        """The tuning as the ``TaskRouterResource`` config takes it (the same names)."""
+        return {name: getattr(self, name) for name in CLIENT_TUNING}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -208,10 +264,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         events_overlap_seconds=env.whole("TASKROUTER_EVENTS_OVERLAP_SECONDS", 120, 0, 86_400),
         events_window_events=env.whole("TASKROUTER_EVENTS_WINDOW_EVENTS", 10_000, 1000),
         reconcile_days=env.whole("EVENTS_RECONCILE_DAYS", 7, 0, 28),
+        sync_shards=env.shards(),
+        shard_retries=env.whole("SYNC_SHARD_RETRIES", 1, 0),
     )
-    if env.problems:
-        raise SettingsError(
-            "Invalid settings in the environment (fix or unset these variables):\n  - "
-            + "\n  - ".join(env.problems)
-        )
+    env.check()
     return settings
+
+
+def shard_count(environ: Mapping[str, str] | None = None) -> int:
+    """``SYNC_SHARDS`` as it is now (the planner reads it when the step runs), checked as
+    ``load_settings`` checks it."""
+    env = _Environment(os.environ if environ is None else environ)
+    shards = env.shards()
+    env.check()
+    return shards

@@ -27,26 +27,17 @@ deployment; raise its limit to N to run N shards in parallel (see deploy/executo
 """
 
 
-import os
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
-from pipelines.assets import (
-    GROUP,
-    TASKROUTER_POOL,
-    count_rows,
-    days_listing,
-    figures_metadata,
-    record_summary_days,
-    table_schema,
-)
 from pipelines.event_feed import (
     FeedOptions,
+    FeedResult,
     SweepPlan,
     follow_events,
     plan_sweeps,
@@ -60,15 +51,22 @@ from pipelines.loading import (
     merge_figures,
     resolve_workspaces,
 )
+from pipelines.metadata import (
+    GROUP,
+    RESERVATIONS_KEY,
+    TASKROUTER_POOL,
+    count_rows,
+    days_listing,
+    figures_metadata,
+    record_summary_days,
+    table_schema,
+)
 from pipelines.resources import TaskRouterResource, WarehouseResource
-from pipelines.settings import Settings
+from pipelines.settings import MAX_SHARDS, Settings, shard_count
 from warehouse.schema import reservations as reservations_table
-from warehouse.summary import refresh_changed_days
+from warehouse.summary import SummaryRefresh, refresh_changed_days
 
 SHARDS_ENV = "SYNC_SHARDS"
-SHARD_RETRIES_ENV = "SYNC_SHARD_RETRIES"
-RESERVATIONS_KEY = dg.AssetKey("reservations")
-MAX_SHARDS = 256
 
 
 def worker_bucket(worker_sid: str, buckets: int) -> int:
@@ -170,32 +168,73 @@ def plan_shards(workspace_sids: list[str], shards: int,
 
 
 def requested_shards(configured: int) -> int:
-    """The op's config when set (> 0), else ``SYNC_SHARDS`` as it is when the step runs."""
+    """The op's config when set (> 0), else ``SYNC_SHARDS`` as it is when the step runs
+    (checked by ``pipelines.settings``: a bad value is a ``SettingsError``)."""
     if configured > 0:
         return min(configured, MAX_SHARDS)
-    raw = os.environ.get(SHARDS_ENV, "").strip()
-    if not raw:
-        return 1
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{SHARDS_ENV}={raw!r} is not a whole number (shards per sync, e.g. 4)") from None
-    if value < 1:
-        raise ValueError(f"{SHARDS_ENV}={raw!r} must be at least 1")
-    return min(value, MAX_SHARDS)
+    return shard_count()
 
 
-def shard_retry_policy() -> dg.RetryPolicy | None:
+def shard_retry_policy(retries: int) -> dg.RetryPolicy | None:
     """Dagster retries a shard whose step raised (database dropped, process died), not one that
     merely has failed workers: those were already retried request by request."""
-    raw = os.environ.get(SHARD_RETRIES_ENV, "").strip() or "1"
-    try:
-        retries = int(raw)
-    except ValueError:
-        raise ValueError(f"{SHARD_RETRIES_ENV}={raw!r} is not a whole number (e.g. 1)") from None
     if retries <= 0:
         return None
     return dg.RetryPolicy(max_retries=retries, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+
+@dataclass
+class ShardsSummary:
+    """What a sync's shards and its events half did together (``summarize_shards``)."""
+
+    figures: SyncFigures  # every shard's figures and the events', added up
+    failing: list[str]  # keys of the shards with workers that could not be read
+    swept: list[str]  # workspaces whose list sweep completed: recorded as swept
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.figures.workers_failed or self.figures.events_failed)
+
+    def failure(self) -> str:
+        where = f" (in {', '.join(self.failing)})" if self.failing else ""
+        return f"{WorkersFailed(self.figures)}{where}"
+
+    def failure_metadata(self) -> dict[str, Any]:
+        return {"workers_failed": dg.MetadataValue.json(self.figures.workers_failed[:500]),
+                "events_failed": dg.MetadataValue.json(self.figures.events_failed),
+                "shards_failed": dg.MetadataValue.json(self.failing)}
+
+
+def summarize_shards(sweeps: SweepOutcome, shards: list[ShardResult], feed: FeedResult,
+                     finished_at: float) -> ShardsSummary:
+    """Add up a sync: the shards' and the events' figures, the shards that failed, and the
+    workspaces whose sweep completed (not one with a failed shard or, for the sweeps the
+    events half ran, failed workers), with the materialization's figures."""
+    figures = merge_figures([*(r.figures for r in shards), feed.figures])
+    figures.workspaces = len(sweeps.workspaces)
+    figures.seconds = finished_at - sweeps.planned_at  # wall: sweeps, then events
+    failing = [r.spec.key for r in shards if r.figures.workers_failed]
+    broken = {p.workspace_sid for r in shards if r.figures.workers_failed for p in r.spec.parts}
+    swept = [ws for ws in sweeps.plan.whole if ws not in broken]
+    swept += [ws for ws in feed.swept if not feed.figures.workers_failed]
+    metadata: dict[str, Any] = {
+        **figures_metadata(figures),
+        "shards": len(shards),
+        "shard_cpu_seconds": round(sum(r.cpu_seconds for r in shards), 1),
+        "slowest_shard_seconds": round(max((r.figures.seconds for r in shards), default=0), 1),
+        "list_sweeps": dg.MetadataValue.json(
+            {**sweeps.plan.whole, **{ws: "Events refused by TaskRouter" for ws in feed.swept}}),
+        "events_notices": dg.MetadataValue.json([*sweeps.plan.notices, *feed.notices]),
+    }
+    return ShardsSummary(figures, failing, swept, metadata)
+
+
+def refresh_metadata(refresh: SummaryRefresh) -> dict[str, Any]:
+    """The summary refresh's figures, for the sync's materialization."""
+    return {"days_refreshed": len(refresh.days),
+            "summary_days": dg.MetadataValue.json(days_listing(refresh.days)),
+            "summary_rows": refresh.rows, "reporting_timezone": refresh.zone}
 
 
 class ShardingConfig(dg.Config):
@@ -251,7 +290,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
 
     @dg.op(
         pool=TASKROUTER_POOL,
-        retry_policy=shard_retry_policy(),
+        retry_policy=shard_retry_policy(settings.shard_retries),
         description="Reads one shard's workers' reservations and upserts them.",
     )
     def load_shard(context: dg.OpExecutionContext, spec: ShardSpec,
@@ -285,31 +324,14 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
                                      now=sweeps.taskrouter_now(), failed_workers=failed)
             for notice in feed.notices:
                 context.log.warning(notice)
-            figures = merge_figures([*(r.figures for r in shards), feed.figures])
-            figures.workspaces = len(sweeps.workspaces)
-            figures.seconds = time.time() - sweeps.planned_at  # wall: sweeps, then events
-            failing = [r.spec.key for r in shards if r.figures.workers_failed]
-            broken = {p.workspace_sid for r in shards if r.figures.workers_failed
-                      for p in r.spec.parts}
-            swept = [ws for ws in sweeps.plan.whole if ws not in broken]
-            swept += [ws for ws in feed.swept if not feed.figures.workers_failed]
-            record_sweeps(engine, swept, sweeps.plan.started_at)
+            summary = summarize_shards(sweeps, shards, feed, time.time())
+            record_sweeps(engine, summary.swept, sweeps.plan.started_at)
             refresh = refresh_changed_days(engine, warehouse.reporting_timezone)
             record_summary_days(context, refresh, daily, engine)  # type: ignore[arg-type]
             total = count_rows(engine, reservations_table)
+        figures = summary.figures
         metadata: dict[str, Any] = {
-            "dagster/row_count": total,
-            **figures_metadata(figures),
-            "shards": len(shards),
-            "shard_cpu_seconds": round(sum(r.cpu_seconds for r in shards), 1),
-            "slowest_shard_seconds": round(max((r.figures.seconds for r in shards), default=0), 1),
-            "list_sweeps": dg.MetadataValue.json(
-                {**sweeps.plan.whole, **{ws: "Events refused by TaskRouter" for ws in feed.swept}}),
-            "events_notices": dg.MetadataValue.json([*sweeps.plan.notices, *feed.notices]),
-            "days_refreshed": len(refresh.days),
-            "summary_days": dg.MetadataValue.json(days_listing(refresh.days)),
-            "summary_rows": refresh.rows,
-            "reporting_timezone": refresh.zone,
+            "dagster/row_count": total, **summary.metadata, **refresh_metadata(refresh),
             "dagster/column_schema": table_schema(reservations_table),
             "warehouse": warehouse.display_url(),
         }
@@ -319,14 +341,10 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
                 f"{len(figures.workers_skipped)} worker(s) vanished upstream and were skipped: "
                 + ", ".join(figures.workers_skipped[:20])
             )
-        if figures.workers_failed or figures.events_failed:
+        if summary.failed:
             context.log_event(dg.AssetObservation(asset_key=RESERVATIONS_KEY, metadata=metadata))
-            failed = {"workers_failed": dg.MetadataValue.json(figures.workers_failed[:500]),
-                      "events_failed": dg.MetadataValue.json(figures.events_failed),
-                      "shards_failed": dg.MetadataValue.json(failing)}
-            where = f" (in {', '.join(failing)})" if failing else ""
-            raise dg.Failure(description=f"{WorkersFailed(figures)}{where}",
-                             metadata={**metadata, **failed})
+            raise dg.Failure(description=summary.failure(),
+                             metadata={**metadata, **summary.failure_metadata()})
         return dg.MaterializeResult(metadata=metadata)
 
     @dg.graph_asset(

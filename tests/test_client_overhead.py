@@ -12,8 +12,8 @@ import threading
 import pytest
 import requests
 
-from pipelines.taskrouter.client import _with_query
 from pipelines.taskrouter.emulator import Emulator, Faults
+from pipelines.taskrouter.paging import with_query
 from tests.conftest import small_world
 from tests.test_extraction_faults import make_client
 
@@ -91,4 +91,4 @@ def test_direct_path_sends_the_headers_session_get_would():
 def test_query_is_encoded_as_requests_encodes_it(url, params):
     prepared = requests.PreparedRequest()
     prepared.prepare_url(url, params)
-    assert _with_query(url, params) == prepared.url
+    assert with_query(url, params) == prepared.url

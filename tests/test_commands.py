@@ -174,7 +174,8 @@ def test_make_sync_without_credentials_names_the_variables(emulator, tmp_path, m
 def test_a_partly_failed_sync_prints_what_it_did_load(emulator, sync_env, monkeypatch, capsys):
     """`make sync` with workers that keep failing exits non-zero, and its figures show the rows
     that were loaded (carried by the failure of the run's last step, since nothing is materialized)."""
-    from pipelines.cli import _print_figures, run_sync_job
+    from pipelines.cli import run_sync_job
+    from pipelines.job_runner import print_figures
     from pipelines.taskrouter.emulator import Faults
 
     workspace = next(iter(emulator.world.workers))
@@ -187,7 +188,7 @@ def test_a_partly_failed_sync_prints_what_it_did_load(emulator, sync_env, monkey
     monkeypatch.setattr(pipelines.definitions, "defs", pipelines.definitions.build_definitions())
     success, metadata, errors = run_sync_job()
     assert not success and any("could not be read" in e for e in errors)
-    _print_figures(metadata)
+    print_figures(metadata)
     printed = capsys.readouterr().out
     with sa.create_engine(sync_env["WAREHOUSE_URL"]).connect() as conn:
         stored = conn.execute(sa.text("SELECT COUNT(*) FROM reservations")).scalar_one()

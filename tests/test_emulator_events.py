@@ -151,7 +151,7 @@ def test_the_world_is_the_same_however_the_clock_got_there():
 def test_a_busy_window_read_in_slices_is_every_reservation_event_once(emu):
     from datetime import timedelta
 
-    from pipelines.taskrouter import TaskRouterClient, credentials_from_env
+    from pipelines.taskrouter import ClientOptions, TaskRouterClient, credentials_from_env
     from pipelines.taskrouter.events import _slices, read_event_window
 
     ws = next(iter(emu.world.workspaces))
@@ -161,8 +161,8 @@ def test_a_busy_window_read_in_slices_is_every_reservation_event_once(emu):
     expected = {e["sid"] for e in all_events(emu, ws, StartDate=start.isoformat(),
                                               EndDate=end.isoformat())
                 if e["event_type"].startswith("reservation.")}
-    with TaskRouterClient(credentials_from_env(emu.env()), emu.base_url, page_size=20,
-                          concurrency=4) as client:
+    with TaskRouterClient(credentials_from_env(emu.env()), emu.base_url,
+                          ClientOptions(page_size=20, concurrency=4)) as client:
         window = read_event_window(client, ws, start, end)
     got = [e["sid"] for e in window.events]
     assert len(got) == len(set(got)) and set(got) == expected and window.pages > 4

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from pipelines.event_feed import FeedOptions, FeedResult
 from pipelines.loading import SyncFigures, load_workers
 from pipelines.sync import sync_reservations
-from pipelines.taskrouter import TaskRouterClient, credentials_from_env
+from pipelines.taskrouter import ClientOptions, TaskRouterClient, credentials_from_env
 from pipelines.taskrouter.emulator import Emulator, Faults
 from tests.conftest import small_world
 from tests.helpers import assert_summary_consistent, warehouse_frame
@@ -54,7 +54,7 @@ class Syncer:
     def __call__(self, **client_options: object) -> tuple[SyncFigures, FeedResult]:
         settings = {"max_attempts": 2, "backoff_factor": 0.0, **client_options}
         with TaskRouterClient(credentials_from_env(self.emulator.env()), self.emulator.base_url,
-                              **settings) as client:  # type: ignore[arg-type]
+                              ClientOptions(**settings)) as client:  # type: ignore[arg-type]
             _, listing = load_workers(client, self.engine, list(self.emulator.world.workspaces))
             result = sync_reservations(client, self.engine, listing, self.options, batch_rows=50)
         refresh_changed_days(self.engine, "UTC")

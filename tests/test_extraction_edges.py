@@ -20,9 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.taskrouter import emulator as emulator_module
-from pipelines.taskrouter.client import WorkerRead
 from pipelines.taskrouter.emulator import Emulator, Faults
-from pipelines.taskrouter.reader_process import _HEADER, _write_read
+from pipelines.taskrouter.reader_process import _HEADER, write_read
+from pipelines.taskrouter.reads import WorkerRead
 from tests.conftest import small_world
 from tests.helpers import assert_matches_truth, warehouse_frame
 from tests.test_extraction_faults import sync_with_functions
@@ -189,7 +189,7 @@ def test_child_frames_orjson_normally_pickle_when_deep_and_fail_one_worker_beyon
     path = tmp_path / "frames"
     with path.open("wb") as out:
         for read in (plain, deep, hopeless):
-            _write_read(out, read, stats)
+            write_read(out, read, stats)
     raw = path.read_bytes()
     assert raw[_HEADER.size:_HEADER.size + 1] == b"["  # the hot path stays orjson
     got = frames(raw)

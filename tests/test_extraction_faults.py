@@ -6,6 +6,7 @@ stop at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -17,7 +18,12 @@ from pipelines.loading import (
     load_reservations,
     resolve_workspaces,
 )
-from pipelines.taskrouter import TaskRouterAuthError, TaskRouterClient, TaskRouterError
+from pipelines.taskrouter import (
+    ClientOptions,
+    TaskRouterAuthError,
+    TaskRouterClient,
+    TaskRouterError,
+)
 from pipelines.taskrouter.credentials import choose_credentials
 from pipelines.taskrouter.emulator import FAULT_KINDS, Emulator, Faults
 from tests.conftest import small_world
@@ -38,7 +44,7 @@ FAST = {"page_size": 10, "backoff_factor": 0.02, "backoff_max": 0.2, "retry_afte
 def make_client(emu: Emulator, *, token: str | None = None, **overrides: Any) -> TaskRouterClient:
     world = emu.world
     credentials = choose_credentials(world.account_sid, token or world.auth_token)
-    return TaskRouterClient(credentials, emu.base_url, **{**FAST, **overrides})
+    return TaskRouterClient(credentials, emu.base_url, ClientOptions(**{**FAST, **overrides}))
 
 
 def sync_with_functions(emu: Emulator, url: str, **overrides: Any) -> tuple[SyncFigures, TaskRouterClient]:
@@ -187,6 +193,22 @@ def test_requests_in_flight_never_exceed_the_concurrency_even_while_others_back_
         assert_matches_truth(sqlite_url, emu.world.truth())
     assert figures.retries > 0 and figures.workers_failed == []
     assert stats["max_in_flight"] == 3, "the pool uses its slots, and never more"
+
+
+def test_a_request_leaves_the_emulators_in_flight_count_before_its_reply_is_sent():
+    # one client thread, request after request: had the emulator counted a request until
+    # after its reply was written, the next request could arrive first and be seen as a
+    # second one in flight (what made the test above read 4 under load)
+    faults = Faults(fault_rate=0.5, fault_kinds=("429", "500", "503", "reset", "truncated",
+                                                 "badjson"), seed=2)
+    with Emulator(small_world(), faults) as emu, make_client(emu, concurrency=1) as client:
+        for _ in range(40):
+            with contextlib.suppress(TaskRouterError):  # out of attempts: still answered
+                client.get_json(f"{emu.base_url}/v1/Workspaces")
+            assert emu.server.stats.in_flight == 0
+        stats = emu.server.stats.as_dict()
+    assert sum(stats["faults"].values()) >= 10
+    assert stats["max_in_flight"] == 1
 
 
 def test_no_connection_pool_full_warnings_at_full_concurrency(sqlite_url, caplog):

@@ -31,14 +31,14 @@ SYNC_SCRIPT = """
 import os
 from pipelines.loading import list_workers_by_workspace, load_reservations, load_workers
 from pipelines.loading import resolve_workspaces
-from pipelines.taskrouter import TaskRouterClient, credentials_from_env
+from pipelines.taskrouter import ClientOptions, TaskRouterClient, credentials_from_env
 from warehouse.engine import create_warehouse_engine
 from warehouse.migrate import ensure_schema
 
 engine = create_warehouse_engine(os.environ["WAREHOUSE_URL"])
 ensure_schema(engine)
 with TaskRouterClient(credentials_from_env(), os.environ["TASKROUTER_BASE_URL"],
-                      page_size=10, concurrency=1) as client:
+                      ClientOptions(page_size=10, concurrency=1)) as client:
     workspaces = resolve_workspaces(client, None)
     load_workers(client, engine, workspaces)
     load_reservations(client, engine, list_workers_by_workspace(client, workspaces),

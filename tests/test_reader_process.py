@@ -194,10 +194,11 @@ def test_a_misspelt_reader_process_setting_names_the_variable(monkeypatch):
 
 
 def make_client_without_emulator(**options: object) -> None:
-    from pipelines.taskrouter import TaskRouterClient
+    from pipelines.taskrouter import ClientOptions, TaskRouterClient
     from pipelines.taskrouter.credentials import choose_credentials
 
-    TaskRouterClient(choose_credentials("AC" + "0" * 32, "token"), "http://127.0.0.1:9", **options)
+    TaskRouterClient(choose_credentials("AC" + "0" * 32, "token"), "http://127.0.0.1:9",
+                     ClientOptions(**options))  # type: ignore[arg-type]
 
 
 def test_the_child_gets_no_credentials_in_its_environment(monkeypatch):

@@ -7,12 +7,17 @@ import zlib
 import dagster as dg
 import pytest
 
+from pipelines.event_feed import FeedResult, SweepPlan
 from pipelines.loading import SyncFigures
 from pipelines.sharding import (
+    ShardPart,
+    ShardResult,
     ShardSpec,
+    SweepOutcome,
     merge_figures,
     plan_shards,
     requested_shards,
+    summarize_shards,
     worker_bucket,
 )
 from tests.conftest import PROJECT_ROOT
@@ -112,3 +117,51 @@ def test_in_process_shards_on_postgres_equal_one_sync(emulator, sync_env, postgr
                 and "load_shard" in (e.step_key or "")]) == 3
     assert_matches_truth(postgres_url, emulator.world.truth())
     assert_summary_consistent(postgres_url)
+
+
+def _shard(index: int, count: int, parts: tuple[ShardPart, ...], **figures: object) -> ShardResult:
+    return ShardResult(ShardSpec(index, count, parts), SyncFigures(**figures),  # type: ignore[arg-type]
+                       cpu_seconds=1.25)
+
+
+def test_shards_are_summarized_without_dagster():
+    """``finish_sync``'s arithmetic: figures added up, failing shards named, and only the sweeps
+    that completed recorded (a workspace with a failed shard is swept again next time)."""
+    plan = SweepPlan(whole={"WS1": "first sync", "WS2": "sweep interval elapsed"},
+                     notices=["WS1: a gap"])
+    sweeps = SweepOutcome(["WS1", "WS2", "WS3"], plan, planned_at=100.0)
+    shards = [
+        _shard(0, 3, (ShardPart("WS1", 0, 2),), workers=4, inserted=10, seconds=2.0),
+        _shard(1, 3, (ShardPart("WS1", 1, 2),), workers=3, inserted=5, seconds=3.5),
+        _shard(2, 3, (ShardPart("WS2"),), workers=2, inserted=1, workers_failed=["WKbad"],
+               worker_failures={"WKbad": ("HTTP 500 after 6 attempts", 6)}),
+    ]
+    feed = FeedResult(SyncFigures(events_read=7, events_applied=5), notices=["WS3: refused"],
+                      swept=["WS3"])
+    summary = summarize_shards(sweeps, shards, feed, finished_at=112.5)
+    assert (summary.figures.workers, summary.figures.inserted) == (9, 16)
+    assert (summary.figures.events_read, summary.figures.workspaces) == (7, 3)
+    assert summary.figures.seconds == 12.5
+    assert summary.failing == ["shard_3_of_3"] and summary.failed
+    # WS2's shard failed: swept again next time; WS3 was read whole by the events half
+    assert summary.swept == ["WS1", "WS3"]
+    meta = summary.metadata
+    assert (meta["shards"], meta["shard_cpu_seconds"], meta["slowest_shard_seconds"]) == (3, 3.8, 3.5)
+    assert meta["inserted"] == 16 and meta["workers_failed"] == 1
+    assert meta["list_sweeps"].value == {"WS1": "first sync", "WS2": "sweep interval elapsed",
+                                         "WS3": "Events refused by TaskRouter"}
+    assert meta["events_notices"].value == ["WS1: a gap", "WS3: refused"]
+    assert summary.failure() == ("1 worker(s) could not be read after retries (WKbad: HTTP 500 "
+                                 "after 6 attempts); everything else was loaded, and the next "
+                                 "sync reads these again (in shard_3_of_3)")
+    assert summary.failure_metadata()["shards_failed"].value == ["shard_3_of_3"]
+
+
+def test_a_clean_sync_records_every_sweep_and_does_not_fail():
+    sweeps = SweepOutcome(["WS1"], SweepPlan(whole={"WS1": "first sync"}), planned_at=5.0)
+    feed = FeedResult(SyncFigures(workers_failed=["WKx"]), swept=["WS9"])
+    summary = summarize_shards(sweeps, [_shard(0, 1, (ShardPart("WS1"),), workers=2)], feed, 6.0)
+    # a worker the events half could not read keeps its Events-refused workspace unswept
+    assert summary.swept == ["WS1"] and summary.failing == [] and summary.failed
+    quiet = summarize_shards(sweeps, [], FeedResult(SyncFigures()), 6.0)
+    assert quiet.swept == ["WS1"] and not quiet.failed and quiet.metadata["shards"] == 0

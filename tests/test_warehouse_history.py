@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipelines.loading import SyncFigures, list_workers_by_workspace, load_batch, load_reservations
-from pipelines.taskrouter import TaskRouterClient, credentials_from_env
+from pipelines.taskrouter import ClientOptions, TaskRouterClient, credentials_from_env
 from pipelines.taskrouter.emulator import Emulator, Faults
 from tests.conftest import small_world
 from tests.helpers import CRAFTED_WK, crafted_reservation
@@ -37,8 +37,8 @@ def world_emulator() -> Iterator[Emulator]:
 def sync(emulator: Emulator, engine: Engine, *, vanish: int = 0) -> SyncFigures:
     """One reservations sync; ``vanish`` workers are deleted upstream between listing and reading."""
     w = emulator.world
-    with TaskRouterClient(credentials_from_env(emulator.env()), emulator.base_url, max_attempts=2,
-                          backoff_factor=0.0) as client:
+    with TaskRouterClient(credentials_from_env(emulator.env()), emulator.base_url,
+                          ClientOptions(max_attempts=2, backoff_factor=0.0)) as client:
         listing = list_workers_by_workspace(client, list(w.workspaces))
         if vanish:
             w.delete_workers(vanish)

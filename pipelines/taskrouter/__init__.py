@@ -3,7 +3,7 @@
 Plain Python (requests, urllib3): no Dagster and no SQL, so it can be reused and tested alone.
 """
 
-from pipelines.taskrouter.client import TaskRouterClient, WorkerRead
+from pipelines.taskrouter.client import TaskRouterClient
 from pipelines.taskrouter.credentials import Credentials, credentials_from_env
 from pipelines.taskrouter.errors import (
     TaskRouterAuthError,
@@ -11,8 +11,11 @@ from pipelines.taskrouter.errors import (
     TaskRouterNotFound,
     UnsafeNextPageUrl,
 )
+from pipelines.taskrouter.options import ClientOptions
+from pipelines.taskrouter.reads import WorkerRead
 
 __all__ = [
+    "ClientOptions",
     "Credentials",
     "TaskRouterAuthError",
     "TaskRouterClient",

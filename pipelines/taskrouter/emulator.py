@@ -48,6 +48,7 @@ ERROR_DOCS = "https://www.twilio.com/docs/errors/"
 class _Handler(TaskRouterRoutes, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: EmulatorServer
+    _counted = False  # this request is counted in ``stats.in_flight`` and not yet answered
 
     def setup(self) -> None:
         super().setup()
@@ -64,7 +65,17 @@ class _Handler(TaskRouterRoutes, BaseHTTPRequestHandler):
         head.append(f"Date: {formatdate(self.server.world.clock, usegmt=True)}")  # its own clock
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}")
+        self._answered()
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+    def _answered(self) -> None:
+        """The request leaves ``in_flight`` once, just BEFORE its one write: counted after it,
+        a client that already has its reply could send its next request first and be seen
+        twice in flight (the concurrency tests would read 4 where 3 were in flight)."""
+        if self._counted:
+            self._counted = False
+            with self.server.stats.lock:
+                self.server.stats.in_flight -= 1
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, orjson.dumps(payload), headers)
@@ -104,6 +115,7 @@ class _Handler(TaskRouterRoutes, BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         server = self.server
+        self._counted = False
         with server.stats.lock:
             server.stats.requests += 1
         parts = urlsplit(self.path)
@@ -122,11 +134,11 @@ class _Handler(TaskRouterRoutes, BaseHTTPRequestHandler):
                 server.stats.in_flight += 1
                 server.stats.max_in_flight = max(server.stats.max_in_flight,
                                                  server.stats.in_flight)
+            self._counted = True
             try:
                 self._answer(method, parts.path, query)
             finally:
-                with server.stats.lock:
-                    server.stats.in_flight -= 1
+                self._answered()  # a reset writes nothing: its request ends here
         except ApiError as err:
             self._send_error(err)
 
@@ -143,11 +155,16 @@ class _Handler(TaskRouterRoutes, BaseHTTPRequestHandler):
                 headers = {"Retry-After": server.faults.retry_after} if server.faults.retry_after_header else {}
                 raise ApiError(429, 20429, "Too Many Requests", headers)
             fault = server.roll_fault()
-            if server.faults.failing_workers and self._is_failing_worker(path):
+            worker = self._reservations_worker(path)
+            if worker is not None and worker in server.faults.failing_workers:
                 with server.stats.lock:
                     server.stats.faults["failing_worker"] += 1
                 self._send_fault_status(500)
                 return
+            if worker is not None and server.miss_once(worker):
+                with server.stats.lock:
+                    server.stats.faults["missing_once"] += 1
+                raise ApiError(404, 20404, f"The requested resource {path} was not found")
             if fault in ("429", "500", "503"):
                 with server.stats.lock:
                     server.stats.faults[fault] += 1
@@ -165,10 +182,11 @@ class _Handler(TaskRouterRoutes, BaseHTTPRequestHandler):
         except ApiError as err:
             self._send_error(err)
 
-    def _is_failing_worker(self, path: str) -> bool:
+    @staticmethod
+    def _reservations_worker(path: str) -> str | None:
+        """The worker sid of a ``.../Workers/{WK}/Reservations`` path, else None."""
         parts = [p for p in path.split("/") if p]
-        return (len(parts) == 6 and parts[5] == "Reservations"
-                and parts[4] in self.server.faults.failing_workers)
+        return parts[4] if len(parts) == 6 and parts[5] == "Reservations" else None
 
     def _send_fault_status(self, status: int) -> None:
         if status == 429:
@@ -191,6 +209,7 @@ class _Handler(TaskRouterRoutes, BaseHTTPRequestHandler):
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n"
             ).encode()
+            self._answered()
             self.wfile.write(head + body[: max(1, len(body) // 2)])
             self.close_connection = True
         elif fault == "badjson":

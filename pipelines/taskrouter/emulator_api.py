@@ -65,6 +65,11 @@ class TaskRouterRoutes:
                     return orjson.dumps(statistics_body(world, ws_sid, query))
                 except EventsRequestError as error:
                     raise ApiError(400, 20001, str(error)) from None
+            if parts[3] == "Workers" and len(parts) == 5:
+                worker = world.find_worker(ws_sid, parts[4])
+                if worker is None:
+                    raise ApiError(404, 20404, f"The requested resource {path} was not found")
+                return orjson.dumps(world.worker_json(worker))
             if parts[3] == "Workers" and len(parts) == 6 and parts[5] == "Reservations":
                 worker = world.find_worker(ws_sid, parts[4])
                 if worker is None:

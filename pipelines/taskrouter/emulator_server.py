@@ -32,6 +32,7 @@ class Faults:
     vanish_after_listing: int = 0  # workers deleted right after a complete worker listing ...
     vanish_on_listing: int = 1  # ... the n-th one (a Dagster sync lists workers twice)
     failing_workers: tuple[str, ...] = ()  # worker sids whose reservations always answer 500
+    missing_once: tuple[str, ...] = ()  # worker sids whose reservations answer 404 once (a blip)
     next_page_base_url: str | None = None  # put next_page_url on another origin (must be refused)
     forbidden: bool = False  # answer every API request 403 (credentials valid, access denied)
     retry_after_header: bool = True
@@ -125,6 +126,7 @@ class EmulatorServer(ThreadingHTTPServer):
         self.rng_lock = threading.Lock()
         self._vanished = False
         self._listings = 0
+        self._missed: set[str] = set()  # missing_once workers already answered 404
         self.set_faults(faults)
         host, port = self.server_address[:2]
         world.base_url = f"http://{host}:{port}"
@@ -159,6 +161,15 @@ class EmulatorServer(ThreadingHTTPServer):
     def chance(self) -> float:
         with self.rng_lock:
             return self.rng.random()
+
+    def miss_once(self, worker_sid: str) -> bool:
+        """True the first time a ``missing_once`` worker's reservations are asked for."""
+        if worker_sid not in self.faults.missing_once:
+            return False
+        with self.rng_lock:
+            first = worker_sid not in self._missed
+            self._missed.add(worker_sid)
+        return first
 
     def after_worker_listing(self, workspace_sid: str) -> None:
         with self.rng_lock:

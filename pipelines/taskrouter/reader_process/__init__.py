@@ -1,29 +1,29 @@
 """Reading reservations in a child process, so the sync's own process keeps its GIL for the warehouse.
 
 In one process the reader threads (requests, urllib3, JSON) and the sync's normalizing and
-writing take turns on one GIL: py-spy ``--gil`` shows it held nearly all of a full load, and
-the reads slow down by 1.4x next to the warehouse side (``benchmarks/read_contention.py``).
-Here a child process runs the very same ``TaskRouterClient.read_reservations`` (its reader
-pool, both retry layers, its rate limit) and streams each worker's read back through a pipe;
-the parent only decodes one orjson frame per worker. Measured in one run
-(``benchmarks/run.py --loaders project,project_reader_threads``): see the README.
+writing take turns on one GIL; here a child process runs the very same
+``TaskRouterClient.read_reservations`` (its reader pool, both retry layers, its rate limit) and
+streams each worker's read back through a pipe, and the parent only decodes one orjson frame per
+worker. What that costs and saves: benchmarks/results/design-notes.md ("The reader process").
 
-The child is a plain ``python -m pipelines.taskrouter.reader_process``, not a fork: no copy of
-the parent's threads, locks or database connections, and it imports only this package
-(about 0.3 s). Credentials reach it on stdin, never in its arguments or environment (the
-Twilio variables are removed from the environment it inherits). The parent sees the same
-``WorkerRead`` values, the same exceptions (``TaskRouterAuthError`` and the other
-``TaskRouterError`` kinds are rebuilt from their fields) and live request counters; a child
-that dies raises ``ReaderProcessFailed`` and everything loaded before stays committed. Closing
-the iterator early (the sync failed) kills the child.
+This module is the parent's side and the frames; the child is ``__main__.py``, a plain
+``python -m pipelines.taskrouter.reader_process``, not a fork: no copy of the parent's threads,
+locks or database connections, and it imports only this package. Credentials reach it on stdin,
+never in its arguments or environment (the Twilio variables are removed from the environment it
+inherits). The parent sees the same ``WorkerRead`` values, the same exceptions
+(``TaskRouterAuthError`` and the other ``TaskRouterError`` kinds are rebuilt from their fields)
+and live request counters; a child that dies raises ``ReaderProcessFailed`` and everything
+loaded before stays committed. Closing the iterator early (the sync failed) kills the child.
 
 Frames, child to parent: a 4-byte little-endian length, then an orjson array:
-``["read", worker_sid, records, pages, outcome, error, stats]``, ``["raise", class, message,
-status, code, more_info, path, stats]`` or ``["done", peak_rss_mb, stats]``. A message orjson
-cannot write (a record nested deeper than its 254 levels: orjson reads 1024, so the reader
-threads load such a record) goes as a pickle instead, which opens with byte 0x80 where an
-orjson array opens with ``[``; the parent unpickles only what its own child wrote on a
-private pipe. A read neither can carry fails that one worker, naming it and the cause.
+``["read", worker_sid, records, pages, outcome, error, stats]``, ``["failed", worker_sid,
+records, pages, error, fault, attempts, retried, stats]`` (a read TaskRouter failed: how it
+ended, for ``WorkersFailed``), ``["raise", class, message, status, code, more_info, path,
+stats]`` or ``["done", peak_rss_mb, stats]``. A message orjson cannot write (a record nested
+deeper than its 254 levels: orjson reads 1024, so the reader threads load such a record) goes as
+a pickle instead, which opens with byte 0x80 where an orjson array opens with ``[``; the parent
+unpickles only what its own child wrote on a private pipe. A read neither can carry fails that
+one worker, naming it and the cause.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ try:
 except ImportError:  # not on Windows
     fcntl = None  # type: ignore[assignment]
 
-from pipelines.taskrouter.client import ClientStats, TaskRouterClient, WorkerRead
 from pipelines.taskrouter.credentials import CREDENTIAL_VARIABLES, Credentials
 from pipelines.taskrouter.errors import (
     ReaderProcessFailed,
@@ -56,28 +55,31 @@ from pipelines.taskrouter.errors import (
     TaskRouterNotFound,
     UnsafeNextPageUrl,
 )
+from pipelines.taskrouter.options import ClientOptions
+from pipelines.taskrouter.reads import ClientStats, WorkerRead
 
 _HEADER = struct.Struct("<I")
 _ERRORS: dict[str, type[TaskRouterError]] = {
     cls.__name__: cls for cls in (TaskRouterError, TaskRouterAuthError, TaskRouterNotFound,
                                   TaskRouterBadPage, UnsafeNextPageUrl)
 }
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 _STDERR_TAIL = 2000
 PIPE_BYTES = 1 << 20
 _PICKLED = b"\x80"  # pickle's PROTO opcode opens protocol 2 and later; an orjson array opens "["
 # Pickling recurses twice per nesting level: enough for the deepest record orjson reads (1024).
 _PICKLE_RECURSION_LIMIT = 5000
+UNPASSABLE = "a record the reader process cannot pass on"  # the fault of a read no frame carries
 
 
-def read_in_child_process(credentials: Credentials, base_url: str, client_options: dict[str, Any],
+def read_in_child_process(credentials: Credentials, base_url: str, options: ClientOptions,
                           workspace_sid: str, worker_sids: Iterable[str], status: str | None,
                           stats: ClientStats) -> Iterator[WorkerRead]:
     """``TaskRouterClient.read_reservations`` run by a child process; ``stats`` follows its counters."""
     job = orjson.dumps({
         "credentials": {"username": credentials.username, "password": credentials.password,
                         "kind": credentials.kind},
-        "base_url": base_url, "options": client_options, "workspace_sid": workspace_sid,
+        "base_url": base_url, "options": options.for_child(), "workspace_sid": workspace_sid,
         "worker_sids": list(worker_sids), "status": status,
     })
     with tempfile.TemporaryFile() as stderr:
@@ -102,7 +104,12 @@ def read_in_child_process(credentials: Credentials, base_url: str, client_option
                 if kind == "read":
                     _, worker_sid, records, pages, outcome, error, _ = message
                     del message
-                    yield WorkerRead(workspace_sid, worker_sid, records, pages, outcome, error)
+                    yield WorkerRead(workspace_sid, worker_sid, records, pages, outcome, error,
+                                     fault=UNPASSABLE if outcome == "failed" else None)
+                elif kind == "failed":
+                    _, worker_sid, records, pages, error, fault, attempts, retried, _ = message
+                    yield WorkerRead(workspace_sid, worker_sid, records, pages, "failed", error,
+                                     fault, attempts, retried)
                 elif kind == "raise":
                     raise _rebuilt(*message[1:7])
                 else:  # "done"
@@ -170,7 +177,7 @@ def _tail(stderr: IO[bytes]) -> str:
     return stderr.read().decode("utf-8", "replace").strip()
 
 
-# -- the child ------------------------------------------------------------------------------
+# -- the child's frames (the child itself: __main__.py) -----------------------------------------
 def _encoded(message: list[Any]) -> bytes:
     """orjson for every normal frame; a pickle for what orjson cannot write (nesting deeper
     than 254 levels, a 128-bit integer), read back by the parent exactly as the threads hold it."""
@@ -186,70 +193,27 @@ def _encoded(message: list[Any]) -> bytes:
         sys.setrecursionlimit(limit)
 
 
-def _write_frame(out: IO[bytes], message: list[Any]) -> None:
+def write_frame(out: IO[bytes], message: list[Any]) -> None:
     body = _encoded(message)
     out.write(_HEADER.pack(len(body)) + body)
 
 
 def _read_message(read: WorkerRead, stats: dict[str, float]) -> list[Any]:
+    if read.outcome == "failed" and read.fault is not None:
+        return ["failed", read.worker_sid, read.records, read.pages, read.error, read.fault,
+                read.attempts, read.retried, stats]
     return ["read", read.worker_sid, read.records, read.pages, read.outcome, read.error, stats]
 
 
-def _write_read(out: IO[bytes], read: WorkerRead, stats: dict[str, float]) -> None:
+def write_read(out: IO[bytes], read: WorkerRead, stats: dict[str, float]) -> None:
     """One worker's frame; a read no encoding can carry fails that worker alone, not the sync."""
     try:
-        _write_frame(out, _read_message(read, stats))  # encoded whole before anything is written
+        write_frame(out, _read_message(read, stats))  # encoded whole before anything is written
     except (RecursionError, TypeError, ValueError, pickle.PicklingError) as exc:
         cause = f"{type(exc).__name__}: {exc}"
         failed = WorkerRead(read.workspace_sid, read.worker_sid, [], read.pages, "failed",
                             f"worker {read.worker_sid}: its reservations could not be passed from "
                             f"the reader process ({cause}); a record is probably nested too deeply. "
                             "TASKROUTER_READER_PROCESS=0 reads it in the sync's own process")
-        _write_frame(out, _read_message(failed, stats))
+        write_frame(out, _read_message(failed, stats))  # a "read" frame: the parent names it
 
-
-def _peak_rss_mb() -> float:
-    """This process's own peak RSS since its exec (``VmHWM``; 0.0 where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
-
-
-def serve(job: dict[str, Any], out: IO[bytes]) -> None:
-    """The child's work: read every worker of ``job`` and write one frame per worker to ``out``."""
-    secret = job["credentials"]
-    credentials = Credentials(secret["username"], secret["password"], kind=secret["kind"])
-    options = {**job["options"], "reader_process": False}
-    with TaskRouterClient(credentials, job["base_url"], **options) as client:
-        counters = client.stats.snapshot
-        try:
-            for read in client.read_reservations(job["workspace_sid"], job["worker_sids"],
-                                                 status=job["status"]):
-                _write_read(out, read, counters())
-                out.flush()
-        except Exception as exc:  # noqa: BLE001 - carried to the parent, raised there
-            fields = ([exc.message, exc.status, exc.code, exc.more_info, exc.path]
-                      if isinstance(exc, TaskRouterError) else [str(exc), None, None, None, None])
-            _write_frame(out, ["raise", type(exc).__name__, *fields, counters()])
-        else:
-            _write_frame(out, ["done", _peak_rss_mb(), counters()])
-        out.flush()
-
-
-def main() -> None:
-    job = orjson.loads(sys.stdin.buffer.read())
-    # the frames get the real stdout to themselves; a stray print goes to stderr instead
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    try:
-        serve(job, out)
-    except BrokenPipeError:  # the parent stopped listening (it failed or was cancelled)
-        os._exit(1)
-
-
-if __name__ == "__main__":
-    main()
