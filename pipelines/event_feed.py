@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from pipelines.loading import DEFAULT_BATCH_ROWS, SyncFigures, load_reservations, merge_figures
+from pipelines.memory import limit_malloc_arenas, release_free_memory
 from pipelines.taskrouter import (
     TaskRouterAuthError,
     TaskRouterClient,
@@ -153,6 +154,7 @@ def follow_events(client: TaskRouterClient, engine: Engine, workspace_sids: list
         return result
     if now is None:
         now, _ = taskrouter_now(client, workspace_sids)
+    limit_malloc_arenas()  # before the readers' threads: each would otherwise get an arena
     cursors = read_cursors(engine)
     parts = [figures]
     for ws in workspace_sids:
@@ -256,8 +258,11 @@ def _follow_workspace(client: TaskRouterClient, engine: Engine, cursor: Cursor, 
             if start < now:
                 end = min(start + span, now)
                 pending = (start, end, ahead.submit(read, start, end, span))
-            counts = apply_event_window(engine, window.events, ws, through=until,
+            records, window.events = window.events, []  # held by the apply alone
+            counts = apply_event_window(engine, records, ws, through=until,
                                         now=datetime.now(UTC), cursor_fields=first_fields)
+            del records
+            release_free_memory()  # the window's pages go back to the OS (pipelines.memory)
             first_fields = {}
             _add_window(figures, window, counts)
             unsettled |= counts.unsettled_workers
