@@ -6,26 +6,22 @@ unreachable, unless REQUIRE_SERVICES=1 (set by .ci/run) turns the skip into a fa
 
 from __future__ import annotations
 
-import os
 import uuid
 import warnings
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from pipelines.taskrouter.emulator import Emulator, Faults
-from pipelines.taskrouter.emulator_world import WorldConfig
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-MYSQL_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-ANCHOR = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)  # the week of New York's DST change
-# The tests' worlds live around ANCHOR, whatever today is: pin the summary partitions' start
-# before their history (unset, it follows the warehouse's data: pipelines/partitions.py).
-SUMMARY_START = (ANCHOR - timedelta(days=60)).date().isoformat()
+from tests.helpers import (
+    MYSQL_ADMIN_URL,
+    PG_ADMIN_URL,
+    SUMMARY_START,
+    small_world,
+    unreachable,
+)
 
 try:  # Dagster's beta/preview notices are noise in test output
     import dagster as dg
@@ -34,17 +30,6 @@ try:  # Dagster's beta/preview notices are noise in test output
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 except Exception:  # noqa: BLE001
     pass
-
-
-def services_required() -> bool:
-    return os.environ.get("REQUIRE_SERVICES", "").strip() in ("1", "true", "yes")
-
-
-def unreachable(what: str, error: Exception) -> None:
-    message = f"{what} unreachable ({type(error).__name__}); start it or set TEST_*_URL"
-    if services_required():
-        pytest.fail(f"REQUIRE_SERVICES=1 but {message}: {error}")
-    pytest.skip(message)
 
 
 def _scratch_database(admin_url: str, kind: str) -> Iterator[str]:
@@ -105,18 +90,6 @@ def engine(warehouse_url: str) -> Iterator[sa.Engine]:
     ensure_schema(eng)
     yield eng
     eng.dispose()
-
-
-def small_world(**overrides: object) -> WorldConfig:
-    values: dict[str, object] = {
-        "seed": 11,
-        "workspaces": 2,
-        "workers_per_workspace": 8,
-        "reservations_per_worker": 30,
-        "anchor": ANCHOR,
-    }
-    values.update(overrides)
-    return WorldConfig(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

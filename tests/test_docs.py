@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 from warehouse.engine import create_warehouse_engine
 from warehouse.examples import CLIENTS, EXAMPLES
 from warehouse.migrate import ensure_schema

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 MAX_LINES = 450
 
