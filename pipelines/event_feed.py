@@ -61,7 +61,7 @@ class FeedOptions:
     enabled: bool = True
     sweep_interval: timedelta = timedelta(minutes=60)
     overlap: timedelta = timedelta(seconds=120)
-    window_events: int = 10_000
+    window_events: int = 5_000
     server_filter: bool = False  # EventType on the server: one request per type (benchmarks)
 
     @classmethod

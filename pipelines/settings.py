@@ -224,7 +224,7 @@ class Settings:
     events: bool = True  # follow TaskRouter's Events between list sweeps (pipelines.event_feed)
     sweep_interval_minutes: int = 60  # full list read at most this often (TaskRouter's clock)
     events_overlap_seconds: int = 120  # each events window re-reads this much of the last one
-    events_window_events: int = 10_000  # reservation events held in memory per window
+    events_window_events: int = 5_000  # reservation events held in memory per window
     reconcile_days: int = 7  # days the CumulativeStatistics reconciliation check compares
     sync_shards: int = 1  # shard steps per sync (SQLite runs one); the planner reads it again
     shard_retries: int = 1  # Dagster retries of a shard step that raised
@@ -262,7 +262,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         events=env.flag("TASKROUTER_EVENTS", True),
         sweep_interval_minutes=env.whole("TASKROUTER_SWEEP_INTERVAL_MINUTES", 60, 0),
         events_overlap_seconds=env.whole("TASKROUTER_EVENTS_OVERLAP_SECONDS", 120, 0, 86_400),
-        events_window_events=env.whole("TASKROUTER_EVENTS_WINDOW_EVENTS", 10_000, 1000),
+        events_window_events=env.whole("TASKROUTER_EVENTS_WINDOW_EVENTS", 5_000, 1000),
         reconcile_days=env.whole("EVENTS_RECONCILE_DAYS", 7, 0, 28),
         sync_shards=env.shards(),
         shard_retries=env.whole("SYNC_SHARD_RETRIES", 1, 0),
