@@ -95,6 +95,21 @@ class SyncFigures:
         data["index_build_seconds"] = round(self.index_build_seconds, 3)
         return data
 
+    def describe(self) -> str:
+        """One sentence for a log line (the full figures are the run's metadata)."""
+        failed = len(set(self.workers_failed))
+        parts = [f"{self.workers_read:,} of {self.workers:,} worker(s) read"
+                 + (f", {failed:,} failed" if failed else ""),
+                 f"{self.rows_seen:,} row(s): {self.inserted:,} inserted, {self.updated:,} "
+                 f"updated, {self.unchanged:,} unchanged, {self.rejected:,} rejected"]
+        if self.event_windows or self.events_failed:
+            parts.append(f"{self.events_applied:,} event(s) applied in {self.event_windows:,} "
+                         f"window(s)" + (f", events failed in {len(self.events_failed)} "
+                                         f"workspace(s)" if self.events_failed else ""))
+        parts.append(f"{self.requests:,} request(s), {self.retries:,} retries, "
+                     f"{self.seconds:.1f} s")
+        return "; ".join(parts)
+
 
 ProgressCallback = Callable[[str], None]
 

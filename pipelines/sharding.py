@@ -302,7 +302,7 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             mine = spec.select(listing)
             figures = load_reservations(client, engine, mine, batch_rows=settings.batch_rows,
                                         progress=context.log.info)
-        context.log.info(f"{spec.key}: {figures.as_dict()}")
+        context.log.info(f"{spec.key}: {figures.describe()}")
         if figures.workers_failed:
             # not raised here: the summary refresh still runs for everything that loaded, and
             # finish_sync fails the run naming this shard
@@ -335,7 +335,8 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
             "dagster/column_schema": table_schema(reservations_table),
             "warehouse": warehouse.display_url(),
         }
-        context.log.info(f"reservations: {figures.as_dict()}; summary days {len(refresh.days)}")
+        context.log.info(f"reservations: {figures.describe()}; summary days refreshed: "
+                         f"{len(refresh.days)}")
         if figures.workers_skipped:
             context.log.warning(
                 f"{len(figures.workers_skipped)} worker(s) vanished upstream and were skipped: "

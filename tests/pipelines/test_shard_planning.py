@@ -169,3 +169,15 @@ def test_a_clean_sync_records_every_sweep_and_does_not_fail():
     assert summary.swept == ["WS1"] and summary.failing == [] and summary.failed
     quiet = summarize_shards(sweeps, [], FeedResult(SyncFigures()), 6.0)
     assert quiet.swept == ["WS1"] and not quiet.failed and quiet.metadata["shards"] == 0
+
+
+def test_a_shard_logs_its_figures_as_one_sentence_not_a_dict():
+    figures = SyncFigures(workspaces=1, workers=10, workers_read=9, workers_failed=["WK1", "WK1"],
+                          rows_seen=1200, inserted=1000, updated=150, unchanged=50,
+                          events_applied=3000, event_windows=2, requests=14, retries=1,
+                          seconds=2.25)
+    line = figures.describe()
+    assert line == ("9 of 10 worker(s) read, 1 failed; 1,200 row(s): 1,000 inserted, 150 updated, "
+                    "50 unchanged, 0 rejected; 3,000 event(s) applied in 2 window(s); "
+                    "14 request(s), 1 retries, 2.2 s")
+    assert "{" not in line
