@@ -89,10 +89,8 @@ class SyncFigures:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["rows_per_second"] = round(self.rows_per_second, 1)
-        data["seconds"] = round(self.seconds, 3)
-        data["prepare_seconds"] = round(self.prepare_seconds, 3)
-        data["write_seconds"] = round(self.write_seconds, 3)
-        data["index_build_seconds"] = round(self.index_build_seconds, 3)
+        for name in ("seconds", "prepare_seconds", "write_seconds", "index_build_seconds"):
+            data[name] = round(data[name], 3)
         return data
 
     def describe(self) -> str:
@@ -100,14 +98,13 @@ class SyncFigures:
         failed = len(set(self.workers_failed))
         parts = [f"{self.workers_read:,} of {self.workers:,} worker(s) read"
                  + (f", {failed:,} failed" if failed else ""),
-                 f"{self.rows_seen:,} row(s): {self.inserted:,} inserted, {self.updated:,} "
-                 f"updated, {self.unchanged:,} unchanged, {self.rejected:,} rejected"]
+                 f"{self.rows_seen:,} row(s): {self.inserted:,} inserted, {self.updated:,} updated, "
+                 f"{self.unchanged:,} unchanged, {self.rejected:,} rejected"]
         if self.event_windows or self.events_failed:
-            parts.append(f"{self.events_applied:,} event(s) applied in {self.event_windows:,} "
-                         f"window(s)" + (f", events failed in {len(self.events_failed)} "
-                                         f"workspace(s)" if self.events_failed else ""))
-        parts.append(f"{self.requests:,} request(s), {self.retries:,} retries, "
-                     f"{self.seconds:.1f} s")
+            parts.append(f"{self.events_applied:,} event(s) applied in {self.event_windows:,} window(s)"
+                         + (f", failed in {len(self.events_failed)} workspace(s)"
+                            if self.events_failed else ""))
+        parts.append(f"{self.requests:,} request(s), {self.retries:,} retries, {self.seconds:.1f} s")
         return "; ".join(parts)
 
 

@@ -213,7 +213,7 @@ def new_retrying(options: ClientOptions, before_sleep: Callable[[], None]) -> te
         retry=tenacity.retry_if_exception(retry_in_tenacity),
         stop=lambda _state: budget.spent(),
         wait=tenacity.wait_exponential_jitter(
-            initial=options.backoff_factor, max=options.backoff_max, jitter=options.backoff_factor
+            multiplier=options.backoff_factor, max=options.backoff_max, jitter=options.backoff_factor
         ),
         before_sleep=lambda _state: before_sleep(),
         sleep=backoff_sleep,
