@@ -26,7 +26,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from pipelines.loading import DEFAULT_BATCH_ROWS, SyncFigures, load_reservations, merge_figures
+from pipelines.figures import SyncFigures, merge_figures
+from pipelines.loading import DEFAULT_BATCH_ROWS, load_reservations
 from pipelines.memory import limit_malloc_arenas, release_free_memory
 from pipelines.taskrouter import (
     TaskRouterAuthError,

@@ -15,7 +15,7 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipelines.loading import SyncFigures
+from pipelines.figures import SyncFigures
 from warehouse import dictionary
 from warehouse import schema as warehouse_schema
 from warehouse.engine import DEFAULT_WAREHOUSE_URL, WarehouseUrlError, normalize_url

@@ -43,14 +43,8 @@ from pipelines.event_feed import (
     plan_sweeps,
     record_sweeps,
 )
-from pipelines.loading import (
-    SyncFigures,
-    WorkersFailed,
-    list_workers_by_workspace,
-    load_reservations,
-    merge_figures,
-    resolve_workspaces,
-)
+from pipelines.figures import SyncFigures, WorkersFailed, merge_figures
+from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
 from pipelines.metadata import (
     GROUP,
     RESERVATIONS_KEY,

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 
 from pipelines.event_feed import FeedOptions, FeedResult, follow_events, plan_sweeps, record_sweeps
-from pipelines.loading import DEFAULT_BATCH_ROWS, SyncFigures, load_reservations, merge_figures
+from pipelines.figures import SyncFigures, merge_figures
+from pipelines.loading import DEFAULT_BATCH_ROWS, load_reservations
 from pipelines.taskrouter import TaskRouterClient
 
 

@@ -19,12 +19,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
-from pipelines.loading import (
-    SyncFigures,
-    list_workers_by_workspace,
-    load_reservations,
-    resolve_workspaces,
-)
+from pipelines.figures import SyncFigures
+from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
 from pipelines.taskrouter import ClientOptions, TaskRouterClient, credentials_from_env
 from pipelines.taskrouter.credentials import choose_credentials
 from pipelines.taskrouter.emulator import Emulator

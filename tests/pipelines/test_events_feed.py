@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipelines.event_feed import FeedOptions, FeedResult
-from pipelines.loading import SyncFigures, load_workers
+from pipelines.figures import SyncFigures
+from pipelines.loading import load_workers
 from pipelines.sync import sync_reservations
 from pipelines.taskrouter import ClientOptions, TaskRouterClient, credentials_from_env
 from pipelines.taskrouter.emulator import Emulator, Faults

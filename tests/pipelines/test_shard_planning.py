@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from pipelines.event_feed import FeedResult, SweepPlan
-from pipelines.loading import SyncFigures
+from pipelines.figures import SyncFigures
 from pipelines.sharding import (
     ShardPart,
     ShardResult,

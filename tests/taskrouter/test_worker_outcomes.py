@@ -12,13 +12,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from pipelines.loading import (
-    SyncFigures,
-    WorkersFailed,
-    list_workers_by_workspace,
-    load_reservations,
-    resolve_workspaces,
-)
+from pipelines.figures import SyncFigures, WorkersFailed
+from pipelines.loading import list_workers_by_workspace, load_reservations, resolve_workspaces
 from pipelines.taskrouter.emulator import Emulator, Faults
 from tests.helpers import make_client, small_world, sync_with_functions
 from warehouse.engine import create_warehouse_engine

@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipelines.loading import SyncFigures, list_workers_by_workspace, load_batch, load_reservations
+from pipelines.figures import SyncFigures
+from pipelines.loading import list_workers_by_workspace, load_batch, load_reservations
 from pipelines.taskrouter import ClientOptions, TaskRouterClient, credentials_from_env
 from pipelines.taskrouter.emulator import Emulator, Faults
 from tests.helpers import CRAFTED_WK, crafted_reservation, small_world
