@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import scratch_database  # noqa: E402
-from warehouse import pgcopy  # noqa: E402
+from warehouse.dialects import pgcopy  # noqa: E402
 from warehouse.engine import create_warehouse_engine  # noqa: E402
 from warehouse.lifecycle import status_rank  # noqa: E402
 from warehouse.migrate import ensure_schema  # noqa: E402

@@ -57,6 +57,7 @@ from pipelines.metadata import (
 )
 from pipelines.resources import TaskRouterResource, WarehouseResource
 from pipelines.settings import MAX_SHARDS, Settings, shard_count
+from warehouse.dialects import for_dialect
 from warehouse.schema import reservations as reservations_table
 from warehouse.summary import SummaryRefresh, refresh_changed_days
 
@@ -257,14 +258,14 @@ def build_reservations_asset(settings: Settings, daily: dg.DailyPartitionsDefini
         wanted = requested_shards(config.shards)
         # migrate (if needed) here, once, before shards open the warehouse concurrently
         with warehouse.engine() as engine, taskrouter.client() as client:
-            dialect = engine.dialect.name
+            single_writer = for_dialect(engine.dialect).single_writer
             workspaces = resolve_workspaces(client, taskrouter.configured_workspaces())
             plan = plan_sweeps(client, engine, workspaces, options)
             clock_read_at = time.time()
         for notice in plan.notices:
             context.log.warning(notice)
         shards = wanted
-        if dialect == "sqlite" and wanted > 1:
+        if single_writer and wanted > 1:
             shards = 1
             context.log.warning(
                 f"SQLite warehouse: running 1 shard instead of {wanted} ({SHARDS_ENV}), because "

@@ -2,7 +2,7 @@
 
 The Dagster catalog (column descriptions of each asset's ``dagster/column_schema``) and the docs'
 data dictionary both read it, so they cannot drift apart. A column added to ``warehouse.schema``
-needs its line here: ``tests/test_catalog_metadata.py`` fails naming any column without one.
+needs its line here: ``tests/pipelines/test_catalog_metadata.py`` fails naming any column without one.
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote, quote_plus, unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from warehouse.dialects import for_backend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,24 +85,13 @@ def normalize_url(raw: str | URL | None, root: Path = PROJECT_ROOT) -> URL:
     _refuse_split_password(url, None if isinstance(text, URL) else text)
     if url.drivername in _DRIVERS:
         url = url.set(drivername=_DRIVERS[url.drivername])
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            path = Path(database)
-            if not path.is_absolute():
-                path = root / path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            url = url.set(database=str(path))
-    elif backend in ("mysql", "mariadb"):
-        # utf8mb4 on the connection too: MySQL's "utf8" is 3-byte and cannot carry emoji
-        if url.query.get("charset", "utf8") in ("utf8", "utf8mb3"):
-            url = url.update_query_dict({"charset": "utf8mb4"})
-    elif backend != "postgresql":
+    dialect = for_backend(url.get_backend_name())
+    if dialect is None:
         raise WarehouseUrlError(
-            f"Unsupported warehouse database {backend!r} in WAREHOUSE_URL "
+            f"Unsupported warehouse database {url.get_backend_name()!r} in WAREHOUSE_URL "
             f"({mask_url(url)}); use SQLite, PostgreSQL or MySQL/MariaDB"
         )
+    url = dialect.normalize_url(url, root)
     return url
 
 
@@ -153,92 +144,22 @@ def url_secrets(raw: str | URL | None) -> list[str]:
     return sorted(variants, key=lambda value: (-len(value), value))
 
 
-SQLITE_PAGE_SIZE = 16384
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    cursor = dbapi_connection.cursor()
-    # 16 KiB pages for a new database (a no-op on an existing one; it must precede WAL mode):
-    # measured on a 100k-row full load, 22% less write time and half the checkpoint time of
-    # the 4 KiB default, because each page split and WAL frame covers four times the rows.
-    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
-    # 16 MB: measured against 64 MB on 400k and 1.5M-row syncs (benchmarks/run.py), the same
-    # speed within noise, 70-100 MB less resident memory (the cache fills as the tables grow).
-    # temp_store stays the default (files): with MEMORY, the sorts of a full load's GROUP BYs
-    # and the write stage lived on the heap, +38 MB at 400k rows and +135 MB at 1.5M (measured),
-    # for no speed gain.
-    cursor.execute("PRAGMA cache_size=-16384")
-    cursor.close()
-
-
 def create_warehouse_engine(raw: str | URL | None = None, **kwargs: object) -> Engine:
-    """An engine for the warehouse; SQLite gets WAL and a generous busy timeout."""
+    """An engine for the warehouse, with each database's options (SQLite: WAL and a generous
+    busy timeout; ``WarehouseDialect.engine_options``)."""
     url = normalize_url(raw if raw is not None else os.environ.get("WAREHOUSE_URL"))
-    backend = url.get_backend_name()
+    dialect = for_backend(url.get_backend_name())
+    assert dialect is not None  # normalize_url refuses the others
     # LIFO: the connection used last is reused, so one stays hot (SQLite keeps a page cache per
     # connection; FIFO alternated two and doubled the cache's share of a sync's memory)
     options: dict[str, object] = {"pool_pre_ping": True, "pool_use_lifo": True}
-    if backend == "sqlite":
-        options["connect_args"] = {"timeout": 60}
-    if backend == "postgresql":
-        # fail in seconds, not minutes, when the server is unreachable; name us in pg_stat_activity
-        options["connect_args"] = {
-            key: value for key, value in (("connect_timeout", 10),
-                                          ("application_name", "taskrouter-warehouse"))
-            if key not in url.query
-        }
-    if backend in ("mysql", "mariadb"):
-        # READ COMMITTED like PostgreSQL's default: the same visibility on both servers, and
-        # InnoDB takes far fewer gap locks (the usual source of upsert deadlocks).
-        options["pool_recycle"] = 3600
-        options["isolation_level"] = "READ COMMITTED"
+    options.update(dialect.engine_options(url))
     options.update(kwargs)
     engine = sa.create_engine(url, **options)
-    if backend == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    listener = dialect.on_connect()
+    if listener is not None:
+        sa.event.listen(engine, "connect", listener)
     return engine
-
-
-def in_list_sql(query: sa.Select, column: sa.Column, size: int, dialect: sa.Dialect) -> str:
-    """``<query> WHERE <column> IN (<size> placeholders)`` as driver SQL, bound positionally;
-    on PostgreSQL ``<column> = ANY(<one array parameter>)`` (``size`` unused). Bind it with
-    ``in_list_params``.
-
-    For hot lookups run on the driver directly: SQLAlchemy's expanding IN costs a few
-    microseconds per value, most of a lookup's time on a million-row sync. PostgreSQL parses
-    and plans a 2,000-placeholder IN list on every execution (measured on a 100k-row load: the
-    lookups took 0.99 s that way, 0.56 s with one array parameter).
-    """
-    target = f"{column.table.name}.{column.name}"  # type: ignore[attr-defined]
-    if dialect.name == "postgresql":
-        return f"{query.compile(dialect=dialect)} WHERE {target} = ANY(%s)"
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    return f"{query.compile(dialect=dialect)} WHERE {target} IN ({', '.join([mark] * size)})"
-
-
-def in_list_params(values: list[Any], dialect: sa.Dialect) -> tuple[int, tuple[Any, ...]]:
-    """The ``size`` for ``in_list_sql`` and the driver parameters for ``values``."""
-    if dialect.name == "postgresql":
-        return 0, (list(values),)
-    padded = padded_in_list(values)
-    return len(padded), padded
-
-
-def padded_in_list(values: list[Any]) -> tuple[Any, ...]:
-    """``values`` padded to the next power of two by repeating the last one (an IN list means
-    the same with duplicates), so ``in_list_sql`` meets a dozen sizes, not every length.
-
-    Drivers cache prepared statements per connection (Python's sqlite3 keeps 128, PostgreSQL
-    plans per statement text), and an IN list of a thousand placeholders is a large one: with
-    a new length for nearly every batch, those caches fill with near-duplicates.
-    """
-    if not values:
-        return ()
-    size = 1 << (len(values) - 1).bit_length()
-    return (*values, *([values[-1]] * (size - len(values))))
 
 
 def describe(engine: Engine) -> str:

@@ -28,12 +28,8 @@ from warehouse.history import history_keys, record_status_changes
 from warehouse.lifecycle import STATUS_RANK, TERMINAL_RANK
 from warehouse.normalize import Rejected, cut_to_fit, parse_utc, storable_text, too_long
 from warehouse.quarantine import quarantine
-from warehouse.upsert import (
-    RESERVATIONS_WRITER,
-    lock_writers,
-    stored_versions,
-    upsert_reservations,
-)
+from warehouse.upsert import stored_versions, upsert_reservations
+from warehouse.writers import RESERVATIONS_WRITER, lock_writers
 
 # The status an event type announces when its event_data does not say (TaskRouter's names).
 STATUS_BY_EVENT_TYPE = {

@@ -29,16 +29,15 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from warehouse.dialects import for_dialect
 from warehouse.engine import run_in_transaction
 from warehouse.schema import reservation_status_history, reservations, warehouse_state
 from warehouse.state import read_state, write_state
-from warehouse.upsert import RESERVATIONS_WRITER, lock_writers
+from warehouse.writers import RESERVATIONS_WRITER, lock_writers
 
 log = logging.getLogger(__name__)
 
 DEFERRED_INDEXES = "deferred_indexes"
-# Dialects whose DDL is transactional: the drop and its record commit together or not at all.
-DEFERRING_DIALECTS = frozenset({"sqlite", "postgresql"})
 # False: every load keeps the indexes up to date row by row (benchmarks compare the two).
 DEFER_ON_FIRST_LOAD = True
 
@@ -54,7 +53,8 @@ def _is_empty(conn: Connection) -> bool:
 
 
 def _defers(engine: Engine) -> bool:
-    return engine.dialect.name in DEFERRING_DIALECTS and DEFER_ON_FIRST_LOAD
+    # only where DDL is transactional: the drop and its record commit together or not at all
+    return for_dialect(engine.dialect).defers_indexes and DEFER_ON_FIRST_LOAD
 
 
 def reservations_empty(engine: Engine) -> bool:
@@ -96,7 +96,7 @@ def restore_deferred_indexes(engine: Engine) -> list[str]:
 
     A no-op when nothing is deferred, so it is safe to call at the end of every load.
     """
-    if engine.dialect.name not in DEFERRING_DIALECTS:
+    if not for_dialect(engine.dialect).defers_indexes:
         return []
 
     def work(conn: Connection) -> list[str]:

@@ -18,6 +18,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from warehouse.dialects import for_connection
+from warehouse.dialects.base import MigrationLockTimeout
 from warehouse.engine import WarehouseUrlError, create_warehouse_engine, describe
 from warehouse.initial_load import restore_deferred_indexes
 
@@ -41,10 +43,6 @@ class SchemaOutOfDate(RuntimeError):
 
 class SchemaNewerThanCode(RuntimeError):
     """The warehouse was migrated by a newer version of this project."""
-
-
-class MigrationLockTimeout(RuntimeError):
-    """Another process held the migration lock for longer than we wait."""
 
 
 def _config() -> Config:
@@ -71,40 +69,15 @@ def migration_lock(conn: Connection) -> Iterator[None]:
     """Hold the warehouse's migration lock on ``conn`` (outside any transaction) meanwhile.
 
     SQLite takes its lock when the migration's transaction begins (``_begin``)."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_lock({PG_LOCK_KEY})")
-        conn.commit()  # the lock is the session's; the migration gets a transaction of its own
-        try:
-            yield
-        finally:
-            conn.rollback()
-            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({PG_LOCK_KEY})")
-            conn.commit()
-    elif dialect in ("mysql", "mariadb"):
-        name = f"{LOCK_NAME}:{conn.engine.url.database or ''}"[:64]
-        got = conn.exec_driver_sql("SELECT GET_LOCK(%s, %s)", (name, MYSQL_LOCK_TIMEOUT_S)).scalar()
-        conn.commit()
-        if got != 1:
-            raise MigrationLockTimeout(
-                f"Another process has been migrating the warehouse at {describe(conn.engine)} for "
-                f"over {MYSQL_LOCK_TIMEOUT_S} s (lock {name!r}); find it in SHOW PROCESSLIST")
-        try:
-            yield
-        finally:
-            conn.rollback()
-            conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (name,))
-            conn.commit()
-    else:
+    with for_connection(conn).migration_lock(conn, LOCK_NAME, MYSQL_LOCK_TIMEOUT_S,
+                                             describe(conn.engine)):
         yield
 
 
 @contextmanager
 def _begin(conn: Connection) -> Iterator[None]:
     """The migration's transaction; on SQLite an exclusive one (the lock, see above)."""
-    with conn.begin():
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+    with for_connection(conn).migration_transaction(conn):
         yield
 
 

@@ -12,13 +12,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 
+from warehouse.dialects import for_connection
 from warehouse.normalize import Rejected
 from warehouse.schema import rejected_records as table
 
@@ -39,15 +38,6 @@ def fingerprint(entity: str, raw: str) -> str:
 def _text_field(record: Any, name: str) -> str | None:
     value = record.get(name) if isinstance(record, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= SID_LENGTH else None
-
-
-@lru_cache(maxsize=8)
-def _insert_if_absent(dialect: Dialect) -> sa.Insert:
-    if dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["fingerprint"])
-    if dialect.name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["fingerprint"])
-    return mysql.insert(table).on_duplicate_key_update(id=table.c.id)
 
 
 def quarantine(conn: Connection, rejected: Sequence[Rejected], now: datetime,
@@ -74,7 +64,7 @@ def quarantine(conn: Connection, rejected: Sequence[Rejected], now: datetime,
         ).scalars())
     fresh = [rows[k] for k in keys if k not in known]
     if fresh:
-        conn.execute(_insert_if_absent(conn.dialect), fresh)
+        conn.execute(for_connection(conn).insert_if_absent(table, ["fingerprint"]), fresh)
     seen_again = sorted(known)
     for start in range(0, len(seen_again), 1000):
         conn.execute(

@@ -22,30 +22,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
-from warehouse.engine import in_list_params, in_list_sql
+from warehouse.dialects import for_connection, for_dialect
 from warehouse.schema import reservations
+from warehouse.sqlfuncs import utc_text
 
-WORKER_CHUNK = 512  # a power of two: chunks are padded to one (engine.in_list_params)
+WORKER_CHUNK = 512  # a power of two: chunks are padded to one (dialects.base.padded_in_list)
 _c = reservations.c
 
 
-def stored_date_text(dialect: Dialect) -> sa.ColumnElement[str]:
+def stored_date_text() -> sa.ColumnElement[str]:
     """``date_updated`` in TaskRouter's own form, ``2026-11-03T12:00:00Z``, cut to the second.
 
     Computed by the database, so the screen compares API text to stored text with no parsing.
     Cutting is safe: a record equal to the cut value is at most as new as the stored row, so
-    with an equal status it can change nothing. Constants are literal SQL, not parameters (the
-    statement goes to the driver as text).
+    with an equal status it can change nothing.
     """
-    if dialect.name == "postgresql":
-        return sa.func.to_char(sa.func.timezone(sa.literal_column("'UTC'"), _c.date_updated),
-                               sa.literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"))
-    if dialect.name in ("mysql", "mariadb"):
-        return sa.func.date_format(_c.date_updated, sa.literal_column("'%Y-%m-%dT%H:%i:%sZ'"))
-    # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff'
-    column = f"{reservations.name}.{_c.date_updated.name}"
-    return sa.literal_column(
-        f"substr({column}, 1, 10) || 'T' || substr({column}, 12, 8) || 'Z'", sa.String)
+    return utc_text(_c.date_updated, "iso_seconds")
 
 
 @dataclass
@@ -63,9 +55,9 @@ class StoredVersions:
 @lru_cache(maxsize=32)
 def _stored_versions_sql(dialect: Dialect, workers: int) -> str:
     """The driver SQL reading the stored versions of ``workers`` workers (cached per size)."""
-    query = sa.select(_c.sid, stored_date_text(dialect), _c.reservation_status,
+    query = sa.select(_c.sid, stored_date_text(), _c.reservation_status,
                       _c.deleted_upstream_at.is_not(None), _c.url.is_(None))
-    return in_list_sql(query, _c.worker_sid, workers, dialect)
+    return for_dialect(dialect).in_list_sql(query, _c.worker_sid, workers)
 
 
 def read_stored_versions(conn: Connection, worker_sids: Sequence[str]) -> StoredVersions:
@@ -80,7 +72,7 @@ def read_stored_versions(conn: Connection, worker_sids: Sequence[str]) -> Stored
         chunk = workers[start : start + WORKER_CHUNK]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            size, params = in_list_params(chunk, conn.dialect)
+            size, params = for_connection(conn).in_list_params(chunk)
             cursor.execute(_stored_versions_sql(conn.dialect, size), params)
             stored.rows.extend(cursor.fetchall())
         finally:

@@ -24,11 +24,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Engine
 
+from warehouse.dialects import for_connection
 from warehouse.engine import run_in_transaction
 from warehouse.schema import as_utc, reservations, warehouse_state
 from warehouse.schema import reservation_daily_status_counts as counts_table
+from warehouse.sqlfuncs import utc_text
 from warehouse.state import REPORTING_TIMEZONE, SUMMARY_WATERMARK, read_state, write_state
 
 log = logging.getLogger(__name__)
@@ -120,15 +122,6 @@ def _count_rows(conn: Connection, days: list[date]) -> int:
     ).scalar_one()
 
 
-def _created_hour(dialect: Dialect) -> sa.ColumnElement[str]:
-    """The UTC hour of ``date_created`` as ``YYYY-MM-DD HH`` text, computed by the database."""
-    if dialect.name == "postgresql":
-        return sa.func.to_char(sa.func.timezone("UTC", _c.date_created), "YYYY-MM-DD HH24")
-    if dialect.name in ("mysql", "mariadb"):
-        return sa.func.date_format(_c.date_created, "%Y-%m-%d %H")
-    return sa.func.substr(sa.type_coerce(_c.date_created, sa.String), 1, 13)
-
-
 _LAST_MICROSECOND = timedelta(hours=1) - timedelta(microseconds=1)
 
 
@@ -141,7 +134,7 @@ def changed_days(conn: Connection, since: datetime | None,
     days of its first and last instant: both, when a zone's midnight falls inside the hour
     (offsets such as +05:30); recomputing a day that did not change is harmless.
     """
-    hour = _created_hour(conn.dialect)
+    hour = utc_text(_c.date_created, "hour")  # 'YYYY-MM-DD HH', computed by the database
     query = sa.select(hour, sa.type_coerce(sa.func.max(_c.last_changed_at), sa.String))
     if since is not None:
         query = query.where(_c.last_changed_at > since)
@@ -218,28 +211,14 @@ def rebuild_all(conn: Connection, zone: ZoneInfo) -> SummaryRefresh:
     return result
 
 
-def _lock_summaries(engine: Engine, conn: Connection) -> None:
+def _lock_summaries(conn: Connection) -> None:
     """Serialize summary refreshes: two at once would delete and insert the same days.
 
-    Locks the ``reporting_timezone`` state row (``FOR UPDATE``; created first if missing).
-    SQLite: ``BEGIN IMMEDIATE``, so the reads that choose the days and the rewrite of those
-    days are one write transaction (a load cannot commit in between).
+    The ``reporting_timezone`` lock (``WarehouseDialect.lock``); on SQLite the database's write
+    lock, so the reads that choose the days and the rewrite of those days are one write
+    transaction (a load cannot commit in between).
     """
-    if conn.dialect.name == "sqlite":
-        dbapi = conn.connection.dbapi_connection
-        if dbapi is not None and not dbapi.in_transaction:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        return
-    query = sa.select(warehouse_state.c.key).where(warehouse_state.c.key == REPORTING_TIMEZONE)
-    if conn.execute(query.with_for_update()).first() is not None:
-        return
-    try:  # first refresh ever: make the row exist (another process may win the race: fine)
-        with engine.begin() as other:
-            other.execute(warehouse_state.insert().values(
-                key=REPORTING_TIMEZONE, value=None, updated_at=datetime.now(UTC)))
-    except sa.exc.IntegrityError:
-        pass
-    conn.execute(query.with_for_update()).first()
+    for_connection(conn).lock(conn, REPORTING_TIMEZONE)
 
 
 def refresh_changed_days(engine: Engine, zone_name: str | None) -> SummaryRefresh:
@@ -254,7 +233,7 @@ def refresh_changed_days(engine: Engine, zone_name: str | None) -> SummaryRefres
     zone = reporting_zone(zone_name)
 
     def work(conn: Connection) -> SummaryRefresh:
-        _lock_summaries(engine, conn)
+        _lock_summaries(conn)
         stored_zone = read_state(conn, REPORTING_TIMEZONE)
         raw_mark = read_state(conn, SUMMARY_WATERMARK)
         watermark = datetime.fromisoformat(raw_mark) if raw_mark else None
@@ -287,7 +266,7 @@ def refresh_range(engine: Engine, first: date, last: date, zone_name: str | None
     zone = reporting_zone(zone_name)
 
     def work(conn: Connection) -> SummaryRefresh:
-        _lock_summaries(engine, conn)
+        _lock_summaries(conn)
         stored_zone = read_state(conn, REPORTING_TIMEZONE)
         if stored_zone is not None and stored_zone != zone.key:
             log.warning(

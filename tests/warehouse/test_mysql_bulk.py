@@ -1,4 +1,4 @@
-"""MySQL/MariaDB column escaping (warehouse.mysqlbulk) against PyMySQL's own executemany, on a
+"""MySQL/MariaDB column escaping (warehouse.dialects.mysqlbulk) against PyMySQL's own executemany, on a
 real MariaDB: the same texts come back, whatever characters they hold, on every path."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from pymysql.converters import escape_string
 from sqlalchemy.dialects import mysql
 
-from warehouse import mysqlbulk
+from warehouse.dialects import for_connection, mysqlbulk
 from warehouse.engine import create_warehouse_engine
 
 TRICKY = ["", "plain", "it's", 'say "hi"', "back\\slash", "\\0 and \\Z", "line\nbreak\r\n",
@@ -54,7 +54,7 @@ def load(engine: sa.Engine, columns: dict[str, list], escaping: bool, monkeypatc
     monkeypatch.setattr(mysqlbulk, "COLUMN_ESCAPING", escaping)
     with engine.begin() as conn:
         conn.execute(table.delete())
-        assert mysqlbulk.use_column_escaping(conn) is escaping
+        assert for_connection(conn).use_column_escaping(conn) is escaping
         mysqlbulk.execute_insert(conn, insert_sql(conn.dialect), columns)
 
 

@@ -21,18 +21,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tests.helpers import NOW, counts, rec, stored
+from warehouse.dialects import for_connection
+from warehouse.dialects.pgcopy import copy_new_rows
 from warehouse.engine import create_warehouse_engine
 from warehouse.history import record_status_changes
 from warehouse.migrate import ensure_schema
 from warehouse.normalize import normalize_reservations
-from warehouse.pgcopy import copy_new_rows
 from warehouse.schema import reservation_status_history, reservations
-from warehouse.upsert import UpsertCounts, _pg_write, upsert_reservations
+from warehouse.upsert import WRITES, UpsertCounts, upsert_reservations
 
 
 @pytest.fixture
 def pg(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", 1)  # every batch big enough
+    monkeypatch.setattr("warehouse.dialects.pgcopy.COPY_MIN_ROWS", 1)  # every batch big enough
     engine = create_warehouse_engine(postgres_url)
     ensure_schema(engine)
     yield engine
@@ -101,8 +102,9 @@ def test_a_sid_inserted_behind_the_lock_sends_the_batch_down_the_conditional_pat
     newer = normalize_reservations([rec("WR001", "completed", "2026-11-20T11:00:00Z")]).rows
     with pg.begin() as conn:
         upsert_reservations(conn, newer, NOW)
-    with caplog.at_level(logging.WARNING, logger="warehouse.upsert"), pg.begin() as conn:
-        _pg_write(conn, frame, pd.Series(True, index=frame.index))
+    with caplog.at_level(logging.WARNING, logger="warehouse.dialects.postgresql"), pg.begin() as conn:
+        for_connection(conn).write_rows(conn, WRITES["reservations"], frame,
+                                        pd.Series(True, index=frame.index))
     assert "bypasses the writer lock" in caplog.text
     rows = stored(pg)
     assert sorted(rows) == [f"WR{n:03d}" for n in range(5)]
@@ -157,7 +159,7 @@ def test_expecting_new_rows_that_are_stored_after_all_changes_nothing_but_speed(
         engine, copy_min_rows, monkeypatch):
     # on every database: a batch announced as all new whose sids partly exist is classified
     # exactly as without the hint (PostgreSQL: the COPY clashes and rolls back to its savepoint)
-    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", copy_min_rows)
+    monkeypatch.setattr("warehouse.dialects.pgcopy.COPY_MIN_ROWS", copy_min_rows)
     upsert(engine, versions("pending", "2026-11-20T10:00:05Z", range(30)))
     second = (versions("accepted", "2026-11-20T10:00:09Z", range(10))  # newer
               + versions("pending", "2026-11-20T10:00:05Z", range(10, 20))  # same
@@ -182,7 +184,7 @@ def test_a_load_that_adopts_a_dead_loads_deferral_over_stored_rows_counts_exactl
     from warehouse.initial_load import DEFERRED_INDEXES, deferrable_indexes
     from warehouse.state import write_state
 
-    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", 1)
+    monkeypatch.setattr("warehouse.dialects.pgcopy.COPY_MIN_ROWS", 1)
     engine = create_warehouse_engine(postgres_url)
     ensure_schema(engine)
     truth = emulator.world.truth()

@@ -1,7 +1,7 @@
 """The upsert rule of docs/databases.md on SQLite, through the same normalize + upsert path the sync uses.
 
 Every test runs twice: through the multi-row statements the sync uses on SQLite
-(warehouse.multirow) and through the plain ``executemany`` they replaced, which must agree row
+(warehouse.dialects.multirow) and through the plain ``executemany`` they replaced, which must agree row
 for row.
 """
 
@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from warehouse import multirow
-from warehouse.engine import create_warehouse_engine, padded_in_list
+from warehouse.dialects import multirow
+from warehouse.dialects.base import padded_in_list
+from warehouse.engine import create_warehouse_engine
 from warehouse.history import record_status_changes
 from warehouse.migrate import ensure_schema
 from warehouse.normalize import normalize_reservations

@@ -123,7 +123,7 @@ def test_duplicate_sids_in_one_batch_keep_the_newest(engine):
 def test_hostile_and_non_ascii_strings_round_trip_byte_for_byte(engine, pg_copy_min_rows,
                                                                  monkeypatch):
     # both PostgreSQL write paths (the COPY one serves big batches); the same path elsewhere
-    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", pg_copy_min_rows)
+    monkeypatch.setattr("warehouse.dialects.pgcopy.COPY_MIN_ROWS", pg_copy_min_rows)
     records = [rec(f"WR{n}", "pending", "2026-11-20T10:00:05Z", name=text,
                    links={"worker": text, "task": "t"}) for n, text in enumerate(HOSTILE)]
     records.append(rec("WRnull", "pending", "2026-11-20T10:00:05Z", name=None))
@@ -146,7 +146,7 @@ def test_hostile_and_non_ascii_strings_round_trip_byte_for_byte(engine, pg_copy_
 
 @pytest.mark.parametrize("pg_copy_min_rows", [None, 1], ids=["executemany", "pg-copy"])
 def test_counts_are_exact_on_a_larger_mixed_batch(engine, pg_copy_min_rows, monkeypatch):
-    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", pg_copy_min_rows)
+    monkeypatch.setattr("warehouse.dialects.pgcopy.COPY_MIN_ROWS", pg_copy_min_rows)
     base = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
     def stamp(seconds: int) -> str:
@@ -176,7 +176,7 @@ def test_status_history_is_the_same_on_both_postgresql_write_paths(engine, pg_co
                                                                    monkeypatch):
     # history batches of >= COPY_MIN_ROWS go through binary COPY and a staging table on
     # PostgreSQL, smaller ones through unnest; elsewhere both ids run the same path
-    monkeypatch.setattr("warehouse.pgcopy.COPY_MIN_ROWS", pg_copy_min_rows)
+    monkeypatch.setattr("warehouse.dialects.pgcopy.COPY_MIN_ROWS", pg_copy_min_rows)
     first = [rec(f"WR{n:04d}", "pending", "2026-11-20T10:00:07Z", name=HOSTILE[n % len(HOSTILE)])
              for n in range(1200)]
     second = [rec(f"WR{n:04d}", "accepted" if n % 2 else "pending", "2026-11-20T10:01:00Z")

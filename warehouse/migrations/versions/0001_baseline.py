@@ -8,7 +8,7 @@ Create Date: 2026-11-28
 import sqlalchemy as sa
 from alembic import op
 
-from warehouse.schema import UTCDateTime
+from warehouse.migrations.types import UTCDateTime
 
 revision = "0001_baseline"
 down_revision = None

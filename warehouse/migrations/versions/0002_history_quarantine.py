@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-from warehouse.schema import UTCDateTime
+from warehouse.migrations.types import UTCDateTime
 
 revision = "0002_history_quarantine"
 down_revision = "0001_baseline"

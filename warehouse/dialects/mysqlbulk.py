@@ -1,17 +1,16 @@
 """MySQL/MariaDB through PyMySQL: a batch's rows as multi-row ``INSERT``, escaped a column at a time.
 
 PyMySQL's ``executemany`` already folds an ``INSERT ... VALUES`` into multi-row statements, but
-it builds them a value at a time in Python (a dict comprehension per row, an ``escape`` call
-per value): on a 100k-row first load that was 2.5 of the 5.1 s the reservations' writes took,
-the client's CPU, competing with the sync's readers. Here each text column goes through
-PyMySQL's escapes once, joined on a separator they leave alone and split again;
-integers become their digits and missing values ``NULL``; the rows are the same statement text
-PyMySQL would have sent, cut at the same statement size.
+it builds them a value at a time in Python. Here each text column goes through PyMySQL's
+escapes once, joined on a separator they leave alone and split again; integers become their
+digits and missing values ``NULL``; the rows are the same statement text PyMySQL would have
+sent, cut at the same statement size. Figures: benchmarks/results/design-notes.md ("One
+module per database").
 
 Whenever that could differ from what PyMySQL would send, the batch goes through plain
 ``executemany`` instead: the server runs with ``NO_BACKSLASH_ESCAPES`` (PyMySQL then quotes
 differently), a text contains the separator, or a column holds anything but text, integers and
-``None``. ``tests/test_mysql_bulk.py`` compares the two paths value for value.
+``None``. ``tests/warehouse/test_mysql_bulk.py`` compares the two paths value for value.
 """
 
 from __future__ import annotations
@@ -62,11 +61,6 @@ def _escape(text: str) -> str:
         if special in text:
             text = text.replace(special, escaped)
     return text
-
-
-def use_column_escaping(conn: Connection) -> bool:
-    return (COLUMN_ESCAPING and conn.dialect.name in ("mysql", "mariadb")
-            and conn.dialect.driver == "pymysql")
 
 
 @lru_cache(maxsize=16)

@@ -1,19 +1,12 @@
-"""PostgreSQL bulk writes: rows streamed with binary ``COPY`` into a session's staging table.
+"""PostgreSQL bulk writes: rows streamed with binary ``COPY`` into a table or a staging table.
 
 ``INSERT ... ON CONFLICT`` cannot take its rows from ``COPY`` directly, so big batches go to a
 temporary table (``ON COMMIT DELETE ROWS``: empty again after every transaction, kept for the
-pooled connection's next one) and from there into the real table in one statement. Binary
-``COPY`` with the column types declared up front lets psycopg pick each column's dumper once
-instead of per value and spares the server parsing text; measured on a 100k-row first load in
-one run: the reservations' ``COPY`` 0.66 -> 0.19 s, the status history 0.95 -> 0.43 s against
-the ``unnest`` of five array parameters it replaced for big batches.
-
-Rows that cannot conflict (sids the upsert, under the writer lock, found absent) skip the
-staging table: ``copy_new_rows`` streams them into the real table inside a savepoint, and
-returns False, having written nothing, if one is there after all (a writer that bypassed the
-lock), so the caller can take the staging path with its conflict rules. Measured on a 100k-row
-first load (Xeon, ``benchmarks/results/pg-direct-copy-ab-xeon.md``, interleaved 3+3): the
-writer busy 3.38 -> 2.56 s, the whole sync 4.90 -> 4.14 s.
+pooled connection's next one) and from there into the real table in one statement. Rows that
+cannot conflict skip it: ``copy_new_rows`` streams them into the real table inside a
+savepoint, and returns False, having written nothing, if one is there after all. Binary
+``COPY`` declares the column types up front (from the catalog). Figures:
+benchmarks/results/design-notes.md ("One module per database").
 """
 
 from __future__ import annotations
@@ -23,18 +16,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-# Batches of at least this many rows go through a staging table (None: never). Measured per
-# batch in one run: the reservations' upsert against executemany 17.7 vs 19.1 ms at 500 rows,
-# 42 vs 56 at 2,000, 180 vs 258 at 10,000 (half new, half updated rows); the status history
-# against the unnest 4.4 vs 4.3 ms at 200 rows, 8.7 vs 11.7 at 1,000, 47 vs 96 at 10,000.
-# With text COPY the reservations' path only paid from about 5,000 rows.
+# Batches of at least this many rows take the COPY paths (None: never; the figures behind
+# 1000: benchmarks/results/design-notes.md).
 COPY_MIN_ROWS: int | None = 1000
-
-
-def worth_staging(conn: Connection, rows: int) -> bool:
-    """True when a batch of ``rows`` should go through ``stage_rows`` on this connection."""
-    return (conn.dialect.name == "postgresql" and COPY_MIN_ROWS is not None
-            and rows >= COPY_MIN_ROWS)
 
 
 def stage_rows(conn: Connection, stage: str, like: str, columns: Sequence[str],

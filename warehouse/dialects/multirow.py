@@ -1,18 +1,11 @@
 """SQLite: a batch's rows go in as multi-row ``INSERT ... VALUES (...), (...), ... ON CONFLICT``.
 
-Why: ``executemany`` runs one ``sqlite3_step`` per row, and Python's ``sqlite3`` gives the GIL
-up and takes it back around every step; each take-back waits while another thread (the sync's
-readers) holds the GIL. Against a table with a primary key, three covering indexes and a
-history table that is 200k waits per 100k reservations (measured: the write thread lost 1.2 s
-of 3.9 s to them). One statement of 2,048 rows is one step: the B-tree upkeep of all its rows
-runs in C without the GIL, and a 10k-row batch takes about 10 GIL hand-backs instead of 10k.
-The statement is the single-row upsert it replaces with more ``VALUES`` tuples, so the
-conditional ``ON CONFLICT ... DO UPDATE ... WHERE newer`` guard is the same
-(``tests/test_upsert_semantics.py`` runs both paths and compares them row for row).
-
-An earlier version filled a TEMP table this way and moved it with one ``INSERT ... SELECT``;
-writing straight into the table skips the temporary B-tree: 10-15% less write time on a
-100k-row first load (serial: 1.50-1.87 s -> 1.29-1.51 s; whole sync 4.4 -> 4.1 s, medians of 3).
+Why: ``executemany`` runs one ``sqlite3_step`` per row, and Python's ``sqlite3`` hands the GIL
+back around every step, each time waiting for the sync's reader threads; one statement of
+2,048 rows is one step. The statement is the single-row upsert with more ``VALUES`` tuples, so
+the conditional ``ON CONFLICT ... DO UPDATE ... WHERE newer`` guard is the same
+(``tests/warehouse/test_upsert_semantics.py`` runs both paths and compares them row for row). Figures:
+benchmarks/results/design-notes.md ("One module per database").
 """
 
 from __future__ import annotations
@@ -30,15 +23,8 @@ from sqlalchemy.engine import Connection
 MULTI_ROW_ON_SQLITE = True
 # Bound parameters per statement, capped by the connection's own limit (SQLite allows 32,766
 # since 3.32, 999 before). Chunk sizes are powers of two, so a connection's statement cache
-# holds a dozen shapes per table instead of one prepared statement for every remainder size a
-# sync meets. Measured on a 100k-row first load, 5 runs each in one session: 32,000 (2,048
-# reservations per statement) 3.99 s, 16,000 4.11 s, 4,000 4.44 s (medians), for 12 MB more
-# resident memory than 4,000: every statement is a GIL hand-back the writer waits for.
+# holds a dozen shapes per table, not one per remainder size (figures: design-notes.md).
 MAX_PARAMETERS = 32_000
-
-
-def use_multi_row(conn: Connection) -> bool:
-    return conn.dialect.name == "sqlite" and MULTI_ROW_ON_SQLITE
 
 
 def execute_multi_row(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
