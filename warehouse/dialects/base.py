@@ -282,6 +282,25 @@ class WarehouseDialect:
         self.execute_rows(conn, write, frame)
 
 
+class OnConflictDialect(WarehouseDialect):
+    """A database whose upserts are ``INSERT ... ON CONFLICT`` (PostgreSQL, SQLite): the two
+    statements are the same up to the dialect's ``insert`` construct."""
+
+    insert_construct: ClassVar[Callable[[sa.Table], Any]]
+
+    def conditional_upsert(self, table: sa.Table, keys: Sequence[str], update: Sequence[str], *,
+                           value: ValueFn = incoming_value, newer: NewerFn | None = None,
+                           reads: Sequence[str] = (), source: sa.Select | None = None,
+                           columns: Sequence[str] = ()) -> sa.Insert:
+        ins = insert_from(type(self).insert_construct(table), source, columns)
+        return on_conflict_upsert(ins, keys, update, value, newer)
+
+    def insert_if_absent(self, table: sa.Table, keys: Sequence[str],
+                         source: sa.Select | None = None, columns: Sequence[str] = ()) -> sa.Insert:
+        ins = insert_from(type(self).insert_construct(table), source, columns)
+        return ins.on_conflict_do_nothing(index_elements=list(keys))
+
+
 def on_conflict_upsert(ins: Any, keys: Sequence[str], update: Sequence[str], value: ValueFn,
                        newer: NewerFn | None) -> sa.Insert:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE SET ... WHERE newer`` (PostgreSQL, SQLite)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,12 +24,7 @@ from sqlalchemy.engine import URL, Connection
 from warehouse.dialects import pgcopy
 from warehouse.dialects.base import (
     BulkWrite,
-    NewerFn,
-    ValueFn,
-    WarehouseDialect,
-    incoming_value,
-    insert_from,
-    on_conflict_upsert,
+    OnConflictDialect,
 )
 
 log = logging.getLogger(__name__)
@@ -37,8 +32,9 @@ log = logging.getLogger(__name__)
 STAGES = {"reservations": "_reservations_stage", "reservation_status_history": "_history_stage"}
 
 
-class PostgreSQLDialect(WarehouseDialect):
+class PostgreSQLDialect(OnConflictDialect):
     name = "postgresql"
+    insert_construct = postgresql.insert
     defers_indexes = True
     binds_aware_times = True
     binds_booleans = True
@@ -65,18 +61,6 @@ class PostgreSQLDialect(WarehouseDialect):
             conn.rollback()
             conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
             conn.commit()
-
-    def conditional_upsert(self, table: sa.Table, keys: Sequence[str], update: Sequence[str], *,
-                           value: ValueFn = incoming_value, newer: NewerFn | None = None,
-                           reads: Sequence[str] = (), source: sa.Select | None = None,
-                           columns: Sequence[str] = ()) -> sa.Insert:
-        ins = insert_from(postgresql.insert(table), source, columns)
-        return on_conflict_upsert(ins, keys, update, value, newer)
-
-    def insert_if_absent(self, table: sa.Table, keys: Sequence[str],
-                         source: sa.Select | None = None, columns: Sequence[str] = ()) -> sa.Insert:
-        ins = insert_from(postgresql.insert(table), source, columns)
-        return ins.on_conflict_do_nothing(index_elements=list(keys))
 
     def bind_times(self, series: pd.Series) -> list[Any]:
         missing = series.isna()

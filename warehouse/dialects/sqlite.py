@@ -5,25 +5,19 @@ Contract of each hook: ``warehouse.dialects.base.WarehouseDialect``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection
 
 from warehouse.dialects import multirow
 from warehouse.dialects.base import (
     BulkWrite,
-    NewerFn,
-    ValueFn,
-    WarehouseDialect,
-    incoming_value,
-    insert_from,
-    on_conflict_upsert,
+    OnConflictDialect,
 )
 
 SQLITE_PAGE_SIZE = 16384
@@ -43,8 +37,9 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SQLiteDialect(WarehouseDialect):
+class SQLiteDialect(OnConflictDialect):
     name = "sqlite"
+    insert_construct = sqlite.insert
     defers_indexes = True
     single_writer = True
 
@@ -81,18 +76,6 @@ class SQLiteDialect(WarehouseDialect):
         with conn.begin():
             conn.exec_driver_sql("BEGIN EXCLUSIVE")
             yield
-
-    def conditional_upsert(self, table: sa.Table, keys: Sequence[str], update: Sequence[str], *,
-                           value: ValueFn = incoming_value, newer: NewerFn | None = None,
-                           reads: Sequence[str] = (), source: sa.Select | None = None,
-                           columns: Sequence[str] = ()) -> sa.Insert:
-        ins = insert_from(sqlite.insert(table), source, columns)
-        return on_conflict_upsert(ins, keys, update, value, newer)
-
-    def insert_if_absent(self, table: sa.Table, keys: Sequence[str],
-                         source: sa.Select | None = None, columns: Sequence[str] = ()) -> sa.Insert:
-        ins = insert_from(sqlite.insert(table), source, columns)
-        return ins.on_conflict_do_nothing(index_elements=list(keys))
 
     def use_multi_row(self) -> bool:
         return multirow.MULTI_ROW_ON_SQLITE
