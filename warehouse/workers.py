@@ -6,16 +6,15 @@ any compared field differs; the write itself is a plain upsert under the workers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from warehouse.dialects import BulkWrite, for_connection
-from warehouse.schema import WORKER_COLUMNS, workers
+from warehouse.schema import WORKER_COLUMNS, UTCDateTime, workers
 from warehouse.writers import WORKERS_WRITER, UpsertCounts, lock_writers
 
 LOOKUP_CHUNK = 2048
@@ -27,16 +26,27 @@ WORKER_WRITE = BulkWrite(
 _WORKER_COMPARED = [c for c in WORKER_COLUMNS if c not in ("sid", "first_loaded_at", "last_changed_at")]
 
 
-def _signature(values: Sequence[Any]) -> tuple[Any, ...]:
-    out = []
-    for v in values:
-        if v is None or (isinstance(v, float) and v != v) or v is pd.NaT:
-            out.append(None)
-        elif isinstance(v, datetime):
-            out.append(pd.Timestamp(v).tz_convert("UTC").floor("us").isoformat())
-        else:
-            out.append(v)
-    return tuple(out)
+_TIME_COLUMNS = {c for c in _WORKER_COMPARED if isinstance(workers.c[c].type, UTCDateTime)}
+
+
+def _comparable(values: pd.Series, column: str) -> pd.Series:
+    """A column as the comparison sees it: times as UTC to the microsecond, missing as NA."""
+    if column in _TIME_COLUMNS:
+        return pd.to_datetime(values, utc=True).dt.floor("us")
+    return values.astype(object)
+
+
+def _changed(incoming: pd.DataFrame, stored: pd.DataFrame) -> np.ndarray:
+    """Per row: does any compared field differ? Both missing counts as equal (column-wise,
+    vectorized: a per-row loop cost 5 s for 15,000 workers)."""
+    differs = np.zeros(len(incoming), dtype=bool)
+    for column in _WORKER_COMPARED:
+        new = _comparable(incoming[column], column)
+        old = _comparable(stored[column], column)
+        new_missing, old_missing = new.isna().to_numpy(), old.isna().to_numpy()
+        unequal = (new.astype(object).to_numpy() != old.astype(object).to_numpy())
+        differs |= np.where(new_missing | old_missing, new_missing != old_missing, unequal)
+    return differs
 
 
 def upsert_workers(conn: Connection, rows: pd.DataFrame, now: datetime) -> UpsertCounts:
@@ -54,17 +64,13 @@ def upsert_workers(conn: Connection, rows: pd.DataFrame, now: datetime) -> Upser
             )
         ).all()
         stored_parts.extend(result)
-    stored = {r[0]: r[1:] for r in stored_parts}
-
-    incoming = rows[_WORKER_COMPARED].astype(object).itertuples(index=False, name=None)
-    status = []
-    for sid, values in zip(sids, incoming, strict=True):
-        if sid not in stored:
-            status.append("new")
-        elif _signature(values) != _signature(stored[sid]):
-            status.append("changed")
-        else:
-            status.append("same")
+    stored = pd.DataFrame(stored_parts, columns=["sid", *_WORKER_COMPARED]).set_index("sid")
+    known = rows["sid"].isin(stored.index).to_numpy()
+    status = np.full(len(rows), "new", dtype=object)
+    if known.any():
+        seen = rows[known].reset_index(drop=True)
+        changed = _changed(seen, stored.loc[seen["sid"]].reset_index(drop=True))
+        status[known] = np.where(changed, "changed", "same")
     flags = pd.Series(status, index=rows.index)
     counts = UpsertCounts(int((flags == "new").sum()), int((flags == "changed").sum()),
                           int((flags == "same").sum()))
